@@ -1,0 +1,264 @@
+"""Batches of a split, in-memory or streamed through grain, in an order fixed by (seed, epoch).
+
+One plan serves both paths. Epoch `e` visits the rows in `order(e)`: a permutation drawn from
+`np.random.default_rng([seed, e])` when shuffling, else file order. Global batch `s` is
+`order(e)[s * B:(s + 1) * B]`, padded to `B` rows with mask False after the last row; process `p`
+of `P` yields rows `[p * B / P, (p + 1) * B / P)` of it. So concatenating the processes' batches
+gives exactly the single-process batch, the position in the data is a pure function of
+(seed, epoch, step), and resuming at `start_step` reads nothing that is skipped.
+
+- In memory (`streaming=False`): each batch is gathered by index from the source in the calling
+  thread (cheap for arrays in memory).
+- Streaming (`streaming=True`): a `grain.MapDataset` over this process's step numbers maps each
+  step to its batch (one `Source.get` of its rows: random access into the record files), read
+  by `num_workers` spawned worker processes (`mp_prefetch`, each holding up to `prefetch`
+  batches; grain interleaves their outputs back in step order) and within each by a small
+  thread pool. Workers are started per epoch and closed when the epoch's iterator is exhausted,
+  closed, or garbage-collected. Workers are started with the `spawn` method: the source must be
+  picklable (`ArraySource`, `Subset`, `RecordSource` over a TFDS data source with a module-level
+  decode such as `FeatureDecoder`), and a script that streams needs an
+  `if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+
+from engine.data.source import Source
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Which rows each process reads at each step: a pure function of (seed, epoch, step)."""
+
+    num_examples: int
+    batch_size: int
+    num_processes: int
+    process_index: int
+    shuffle: bool
+    seed: int
+
+    @property
+    def local_batch_size(self) -> int:
+        """Rows per process and step."""
+        return self.batch_size // self.num_processes
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch, ceil(N / batch_size)."""
+        return -(-self.num_examples // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's visiting order of all rows, `(num_examples,)` int64."""
+        if not self.shuffle:
+            return np.arange(self.num_examples)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+    def local_indices(self, order: np.ndarray, step: int) -> np.ndarray:
+        """This process's rows of global batch `step`, `(local_batch_size,)`, -1 = padding."""
+        start = step * self.batch_size + self.process_index * self.local_batch_size
+        rows = order[start : start + self.local_batch_size]
+        return np.pad(rows, (0, self.local_batch_size - len(rows)), constant_values=-1)
+
+
+def read_batch(source: Source, indices: np.ndarray, example: tuple[np.ndarray, np.ndarray]):
+    """The batch of rows `indices` (-1 = padding: zeros, mask False).
+
+    Args:
+      source: where rows are read from.
+      indices: `(b,)` row numbers, -1 for padding rows.
+      example: `(inputs, targets)` of one row with a leading axis of 1, giving padding's shape
+        and dtype without reading anything.
+
+    Returns:
+      {"inputs": (b, ...), "targets": (b,) or (b, d), "mask": (b,) bool}.
+    """
+    mask = indices >= 0
+    if mask.all():
+        inputs, targets = source.get(indices)
+    else:
+        inputs = np.zeros((len(indices), *example[0].shape[1:]), example[0].dtype)
+        targets = np.zeros((len(indices), *example[1].shape[1:]), example[1].dtype)
+        if mask.any():
+            inputs[mask], targets[mask] = source.get(indices[mask])
+    return {"inputs": np.asarray(inputs), "targets": np.asarray(targets), "mask": mask}
+
+
+@dataclasses.dataclass
+class _StepToBatch:
+    """grain map: step number -> this process's batch (runs inside grain's worker processes)."""
+
+    plan: Plan
+    source: Source
+    example: tuple[np.ndarray, np.ndarray]
+    epoch: int
+
+    def __post_init__(self):
+        self._order = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_order"] = None  # each worker draws the permutation itself: cheaper than pickling
+        return state
+
+    def __call__(self, step: int) -> Batch:
+        if self._order is None:
+            self._order = self.plan.order(self.epoch)
+        return read_batch(self.source, self.plan.local_indices(self._order, step), self.example)
+
+
+class Loader:
+    """Per-epoch batches of one split for one process; see the module docstring for the order.
+
+    `len(loader)` is the number of batches per epoch (ceil(N / batch_size)); `num_examples` is N.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        streaming: bool = False,
+        num_processes: int = 1,
+        process_index: int = 0,
+        num_workers: int = 2,
+        prefetch: int = 2,
+    ):
+        n = len(source)
+        if n == 0:
+            raise ValueError("cannot make batches of an empty split")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_processes < 1 or not 0 <= process_index < num_processes:
+            raise ValueError(
+                f"process_index {process_index} must lie in [0, num_processes={num_processes})"
+            )
+        if batch_size % num_processes:
+            raise ValueError(
+                f"global batch_size {batch_size} must be divisible by the number of processes "
+                f"{num_processes}"
+            )
+        if num_workers < 0 or prefetch < 1:
+            raise ValueError(
+                f"need num_workers >= 0 and prefetch >= 1, got {num_workers} and {prefetch}"
+            )
+        self.source = source
+        self.plan = Plan(n, batch_size, num_processes, process_index, shuffle, seed)
+        self.streaming = streaming
+        self.num_workers = num_workers
+        self.prefetch = prefetch
+        # One row tells the padding's shape and dtype (one read, at construction).
+        self._example = source.get(np.array([0]))
+
+    def __len__(self) -> int:
+        return self.plan.steps
+
+    @property
+    def num_examples(self) -> int:
+        """Rows in the split (N), padding not counted."""
+        return self.plan.num_examples
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per batch this process yields (the global batch / number of processes)."""
+        return self.plan.local_batch_size
+
+    def indices(self, epoch: int, step: int) -> np.ndarray:
+        """This process's row numbers of batch `step` of `epoch` (-1 marks padding)."""
+        return self.plan.local_indices(self.plan.order(epoch), step)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch`, from `start_step` on (earlier batches are not read).
+
+        Yields:
+          {"inputs": (b, ...), "targets": (b,) or (b, d), "mask": (b,) bool}, NumPy arrays,
+          b = batch_size // num_processes.
+        """
+        if not 0 <= start_step <= len(self):
+            raise ValueError(f"start_step {start_step} outside [0, {len(self)}] steps per epoch")
+        if self.streaming:
+            return self._stream(epoch, start_step)
+        return self._gather(epoch, start_step)
+
+    def _gather(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        order = self.plan.order(epoch)
+        for step in range(start_step, len(self)):
+            yield read_batch(self.source, self.plan.local_indices(order, step), self._example)
+
+    def _stream(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        import grain
+
+        dataset = grain.MapDataset.range(start_step, len(self)).map(
+            _StepToBatch(self.plan, self.source, self._example, epoch)
+        )
+        # Two reader threads per process overlap file reads with decoding; the buffer counts
+        # whole batches.
+        stream = dataset.to_iter_dataset(
+            grain.ReadOptions(num_threads=2, prefetch_buffer_size=self.prefetch)
+        )
+        if self.num_workers > 0:
+            stream = stream.mp_prefetch(
+                grain.MultiprocessingOptions(
+                    num_workers=self.num_workers, per_worker_buffer_size=self.prefetch
+                )
+            )
+        iterator = iter(stream)
+        try:
+            yield from iterator
+        finally:
+            # Stops the worker processes now, whether the epoch ended, the caller broke out of
+            # the loop, or an exception unwound it (GC alone would do it only eventually).
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+
+def make_loader(
+    source: Source,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    streaming: bool = False,
+    num_processes: int = 1,
+    process_index: int = 0,
+    num_workers: int = 2,
+    prefetch: int = 2,
+) -> Loader:
+    """A loader of `source` for one process (see `Loader` and the module docstring).
+
+    Args:
+      source: the split to batch.
+      batch_size: the GLOBAL batch size (all processes together).
+      shuffle: a new order every epoch (training) or file order (evaluation).
+      seed: fixes the shuffled orders.
+      streaming: read through grain worker processes instead of gathering in this thread.
+      num_processes: processes (hosts) sharing each global batch.
+      process_index: this process's position among them.
+      num_workers: grain worker processes (streaming only; 0 reads in this process).
+      prefetch: batches buffered per worker (streaming only).
+
+    >>> from engine.data.source import ArraySource
+    >>> src = ArraySource(np.arange(5.0)[:, None], np.arange(5, dtype=np.int32))
+    >>> loader = make_loader(src, batch_size=2, shuffle=False, seed=0)
+    >>> len(loader), [b["mask"].tolist() for b in loader.epoch(0)]
+    (3, [[True, True], [True, True], [True, False]])
+    """
+    return Loader(
+        source,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        streaming=streaming,
+        num_processes=num_processes,
+        process_index=process_index,
+        num_workers=num_workers,
+        prefetch=prefetch,
+    )
