@@ -1,0 +1,1 @@
+"""The training engine: config, data, state, pure steps, parallelism, checkpoints, the loop."""

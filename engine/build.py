@@ -1,0 +1,214 @@
+"""Builds a run's pieces from its configuration, checking every data-dependent fact before work.
+
+`build(config, plan)` loads the dataset, splits it, checks the combination (architecture against
+input kind and size, batch size against devices and the training split, loss against task), and
+returns the model, task, loaders and normalisation constants. Nothing here writes to the workdir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import architectures
+from engine import data, tasks
+from engine.config import Config, ConfigError
+from engine.data.source import REGRESSION, ArraySource, Splits, Subset
+from engine.parallel import Plan
+from engine.steps import StepConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Everything a run needs besides its state."""
+
+    splits: Splits
+    task: tasks.Task
+    model: object
+    step_config: StepConfig
+    norm: dict[str, np.ndarray]
+    input_shape: tuple[int, ...]  # one example as the model sees it (after resizing)
+    train_loader: object
+    val_loader: object
+    test_loader: object
+    notes: tuple[str, ...]  # lines to print at start (split sizes, class counts, warnings)
+
+
+def _in_memory(source) -> bool:
+    while isinstance(source, Subset):
+        source = source.source
+    return isinstance(source, ArraySource)
+
+
+def model_options(config: Config, spec, axis_name: str | None) -> dict:
+    """The architecture options from the config, refusing ones the family does not take."""
+    options = {
+        "dropout": config.dropout,
+        "activation": config.activation,
+        "leaky_slope": config.leaky_slope,
+        "init": config.init,
+        "dtype": config.dtype,
+        "batchnorm": {"auto": None, "on": True, "off": False}[config.batchnorm],
+        "depth": config.depth or None,
+        "width": config.width,
+        "hidden_sizes": tuple(config.hidden_sizes),
+        "aux_heads": config.aux_heads,
+        "bn_axis_name": axis_name,
+    }
+    explicit = {"depth": config.depth != 0, "width": config.width != 1.0}
+    for name, is_set in explicit.items():
+        if is_set and name not in spec.options:
+            raise ConfigError(f"--{name} does not apply to --arch={config.arch}")
+    return {k: v for k, v in options.items() if k in spec.options and v is not None}
+
+
+def _image_size(config: Config, info, spec) -> int:
+    if not info.is_image:
+        if spec.needs_image:
+            raise ConfigError(
+                f"--arch={config.arch} needs images but --dataset={info.name} has "
+                f"{info.input_shape[0]} features per example; use --arch=mlp"
+            )
+        return 0
+    height = info.input_shape[0]
+    minimum = spec.min_image_size or 0
+    if config.image_size:
+        if config.image_size < minimum:
+            raise ConfigError(
+                f"--image_size={config.image_size} is below --arch={config.arch}'s minimum "
+                f"{minimum}; use --image_size={minimum} or larger"
+            )
+        return config.image_size
+    return max(height, minimum)
+
+
+def build(config: Config, plan: Plan) -> Run:
+    """Loads data and builds model, task and loaders; raises ConfigError before any training."""
+    notes = []
+    data_dir = config.data_dir or data.default_data_dir()
+    try:
+        dataset = data.load(
+            config.dataset,
+            data_dir=data_dir,
+            target=config.target or None,
+            image_size=config.image_size or None,
+            skip_bad_files=config.skip_bad_files,
+        )
+        splits = data.split(
+            dataset,
+            test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            method=config.split,
+        )
+    except ValueError as e:  # the data package's errors are one-line user errors
+        raise ConfigError(str(e)) from None
+    info = splits.info
+    notes.append(
+        f"data: {info.name} ({info.task}, input {info.input_shape}) split "
+        f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}"
+    )
+
+    spec = architectures.spec(config.arch)
+    image_size = _image_size(config, info, spec)
+
+    devices, processes = plan.num_devices, plan.num_processes
+    if config.batch_size % devices:
+        raise ConfigError(
+            f"--batch_size={config.batch_size} does not divide by the {devices} devices; "
+            f"use a multiple of {devices}"
+        )
+    if config.batch_size % processes:
+        raise ConfigError(
+            f"--batch_size={config.batch_size} does not divide by the {processes} processes"
+        )
+    eval_batch = config.eval_batch_size or config.batch_size
+    if eval_batch % devices:
+        raise ConfigError(f"--eval_batch_size={eval_batch} does not divide by {devices} devices")
+    if config.batch_size > len(splits.train):
+        raise ConfigError(
+            f"--batch_size={config.batch_size} is larger than the training split "
+            f"({len(splits.train)} examples); use a smaller --batch_size"
+        )
+
+    class_weights = None
+    train_source = splits.train
+    if info.task != REGRESSION:
+        counts = data.class_counts(splits.train, info.num_classes)
+        names = info.class_names or tuple(str(i) for i in range(info.num_classes))
+        shown = ", ".join(f"{n}: {int(c)}" for n, c in zip(names, counts))
+        notes.append(f"training classes ({info.num_classes}): {shown}")
+        warning = data.imbalance_warning(counts)
+        if warning:
+            notes.append(f"warning: {warning}")
+        if config.class_weights == "balanced":
+            class_weights = data.balanced_class_weights(splits.train, info.num_classes)
+        if config.balance == "oversample":
+            train_source = data.oversample(splits.train, seed=config.seed)
+            notes.append(f"oversampled training split: {len(train_source)} examples")
+    task = tasks.make(config, info, class_weights)
+
+    shift, scale = data.normalization(splits.train, config.normalize)
+    norm = {"input_shift": shift, "input_scale": scale}
+    if info.task == REGRESSION:
+        t_shift, t_scale = data.target_normalization(splits.train)
+        norm.update(target_shift=t_shift, target_scale=t_scale)
+
+    axis = plan.axis_name if spec.has_batchnorm or config.batchnorm == "on" else None
+    try:
+        model = architectures.get(
+            config.arch, num_classes=task.num_outputs, **model_options(config, spec, axis)
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+    from engine.data import augment
+
+    augment_fn = None if config.augment == "none" else augment.get(config.augment)
+    if augment_fn is not None and not info.is_image:
+        raise ConfigError(f"--augment={config.augment} needs images; {info.name} is a table")
+    uses_bn = config.batchnorm == "on" or (config.batchnorm == "auto" and spec.has_batchnorm)
+    step_config = StepConfig(
+        image_size=image_size,
+        augment=augment_fn,
+        aux_weight=config.aux_weight,
+        has_batchnorm=uses_bn,
+    )
+    if info.is_image:
+        input_shape = (image_size, image_size, info.input_shape[2])
+    else:
+        input_shape = tuple(info.input_shape)
+
+    def loader(source, batch_size, shuffle):
+        streaming = config.streaming == "stream" or (
+            config.streaming == "auto" and not _in_memory(source)
+        )
+        return data.make_loader(
+            source,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=config.seed,
+            streaming=streaming,
+            num_processes=processes,
+            process_index=plan.process_index,
+            num_workers=config.num_workers,
+        )
+
+    train_loader = loader(train_source, config.batch_size, True)
+    notes.append(
+        f"{len(train_loader)} steps per epoch at global batch {config.batch_size} "
+        f"on {devices} device(s) in {processes} process(es), parallel={plan.mode}"
+    )
+    return Run(
+        splits=splits,
+        task=task,
+        model=model,
+        step_config=step_config,
+        norm=norm,
+        input_shape=input_shape,
+        train_loader=train_loader,
+        val_loader=loader(splits.val, eval_batch, False),
+        test_loader=loader(splits.test, eval_batch, False),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,213 @@
+"""The run's configuration as one frozen dataclass, its defaults, and the checks before work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+NORMALIZATIONS = ("standard", "minmax", "symmetric", "none")
+PARALLEL_MODES = ("jit", "pmap", "none")
+DTYPES = ("float32", "bfloat16")
+MODES = ("train", "eval")
+SPLITS = ("random", "time")
+BALANCE = ("none", "oversample")
+CLASS_WEIGHTS = ("none", "balanced")
+STREAMING = ("auto", "memory", "stream")
+LR_SCALING = ("none", "linear")
+BATCHNORM = ("auto", "on", "off")
+
+# Fields that decide the shapes or the meaning of the parameters: a workdir trained with other
+# values cannot be resumed or evaluated with these, so a mismatch is refused, never mixed.
+MODEL_FIELDS = (
+    "dataset",
+    "target",
+    "arch",
+    "depth",
+    "width",
+    "hidden_sizes",
+    "activation",
+    "batchnorm",
+    "aux_heads",
+    "image_size",
+    "loss",
+    "normalize",
+)
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration; its message is one line naming the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run needs. `run.py` builds it from flags; tests build it directly."""
+
+    # What to do and where.
+    mode: str = "train"
+    workdir: str = ""  # empty: runs/<dataset>-<arch>-<loss>
+    seed: int = 0
+
+    # Data.
+    dataset: str = "digits"
+    data_dir: str = ""  # empty: engine.data.default_data_dir()
+    target: str = ""  # the target column of a csv: dataset
+    test_fraction: float = 0.3
+    val_fraction: float = 0.1
+    split: str = "random"
+    normalize: str = "standard"
+    balance: str = "none"
+    class_weights: str = "none"
+    augment: str = "none"
+    image_size: int = 0  # 0: the dataset's own size, resized up to the architecture's minimum
+    skip_bad_files: bool = False
+    streaming: str = "auto"
+    num_workers: int = 2
+
+    # Model.
+    arch: str = "mlp"
+    depth: int = 0  # 0: the family's default (resnet 18, vgg 16)
+    width: float = 1.0
+    hidden_sizes: tuple[int, ...] = (256, 128)
+    activation: str = "relu"
+    leaky_slope: float = 0.01
+    init: str = "lecun"
+    batchnorm: str = "auto"
+    dropout: float = 0.0
+    aux_heads: bool = True
+    aux_weight: float = 0.3
+    dtype: str = "float32"
+
+    # Loss.
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    delta: float = 1.0  # huber's delta and smooth_l1's beta
+    focal_gamma: float = 2.0
+    focal_alpha: float = -1.0  # negative: no alpha weighting
+
+    # Optimisation.
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    clip_grad_norm: float = 0.0  # 0: no clipping
+    lr_scaling: str = "none"
+    grad_accum_steps: int = 1
+    batch_size: int = 64
+    eval_batch_size: int = 0  # 0: same as batch_size
+    epochs: int = 30
+
+    # Devices and processes.
+    parallel: str = "jit"
+    coordinator_address: str = ""
+    num_processes: int = 0
+    process_id: int = -1
+
+    # Checkpoints and output.
+    max_to_keep: int = 2
+    stop_after_epoch: int = 0  # stop (resumably) after this epoch; 0: run to --epochs
+    summary: bool = False
+    progress: bool = True
+
+    def resolved_workdir(self) -> str:
+        """The workdir, defaulting to runs/<dataset>-<arch>-<loss> (path-safe)."""
+        if self.workdir:
+            return self.workdir
+        name = f"{self.dataset}-{self.arch}-{self.loss}"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return os.path.join("runs", safe)
+
+    def model_fields(self) -> dict[str, Any]:
+        """The model-shaping fields, as saved in the workdir."""
+        return {k: _jsonable(getattr(self, k)) for k in MODEL_FIELDS}
+
+    def to_json(self) -> str:
+        """The whole configuration as JSON (saved in the workdir)."""
+        return json.dumps({k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}, indent=2)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"--{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def validate(config: Config) -> Config:
+    """Checks everything that can be checked without data; raises ConfigError (one line).
+
+    Registry names (arch, loss, augment) are checked against their registries, so a typo lists
+    the valid names. Data-dependent checks (batch size against the split, loss against the task)
+    happen in `engine.train` once the dataset's description is known, still before any training.
+    """
+    import architectures
+    import losses
+    from engine.data import augment
+
+    _choice("mode", config.mode, MODES)
+    _choice("arch", config.arch, tuple(architectures.names()))
+    _choice("loss", config.loss, tuple(losses.names()))
+    _choice("optimizer", config.optimizer, OPTIMIZERS)
+    _choice("schedule", config.schedule, SCHEDULES)
+    _choice("normalize", config.normalize, NORMALIZATIONS)
+    _choice("parallel", config.parallel, PARALLEL_MODES)
+    _choice("dtype", config.dtype, DTYPES)
+    _choice("split", config.split, SPLITS)
+    _choice("balance", config.balance, BALANCE)
+    _choice("class_weights", config.class_weights, CLASS_WEIGHTS)
+    _choice("streaming", config.streaming, STREAMING)
+    _choice("lr_scaling", config.lr_scaling, LR_SCALING)
+    _choice("batchnorm", config.batchnorm, BATCHNORM)
+    _choice("augment", config.augment, tuple(augment.names()))
+
+    positive = {
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "grad_accum_steps": config.grad_accum_steps,
+        "max_to_keep": config.max_to_keep,
+        "width": config.width,
+        "delta": config.delta,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"--{name} must be > 0, got {value}")
+    fractions = {"test_fraction": config.test_fraction, "val_fraction": config.val_fraction}
+    for name, value in fractions.items():
+        if not 0 < value < 1:
+            raise ConfigError(f"--{name} must be between 0 and 1 (exclusive), got {value}")
+    if not 0 <= config.dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if not 0 <= config.label_smoothing < 1:
+        raise ConfigError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    for name in ("weight_decay", "clip_grad_norm", "warmup_epochs", "eval_batch_size"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if config.focal_gamma < 0:
+        raise ConfigError(f"--focal_gamma must be >= 0, got {config.focal_gamma}")
+    if config.focal_alpha > 1:
+        raise ConfigError(
+            f"--focal_alpha must be in [0, 1] (or negative for none), got {config.focal_alpha}"
+        )
+    if config.image_size < 0:
+        raise ConfigError(f"--image_size must be >= 0 (0: automatic), got {config.image_size}")
+    if config.momentum < 0 or config.momentum >= 1:
+        raise ConfigError(f"--momentum must be in [0, 1), got {config.momentum}")
+    if any(h <= 0 for h in config.hidden_sizes) or not config.hidden_sizes:
+        raise ConfigError(f"--hidden_sizes must be positive integers, got {config.hidden_sizes}")
+    if config.dataset.startswith("csv:") and not config.target:
+        raise ConfigError("a csv: dataset needs --target=COLUMN naming the column to predict")
+    if config.stop_after_epoch < 0:
+        raise ConfigError(f"--stop_after_epoch must be >= 0, got {config.stop_after_epoch}")
+    if config.num_processes < 0:
+        raise ConfigError(f"--num_processes must be >= 0, got {config.num_processes}")
+    if config.num_processes > 1 and not config.coordinator_address:
+        raise ConfigError("--num_processes > 1 needs --coordinator_address=HOST:PORT")
+    return config

@@ -1,0 +1,70 @@
+"""The training state: one pytree holding everything a step reads and writes, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training, as arrays (so it jits, shards and checkpoints).
+
+    Attributes:
+      step: number of train steps taken (micro-steps under gradient accumulation), int32 scalar.
+      params: the model's `params` collection.
+      batch_stats: BatchNorm running statistics (an empty dict for nets without BatchNorm).
+      opt_state: the optax state.
+      rng: base PRNG key; each step folds in its step number (and device index under pmap), so
+        the random stream depends only on (seed, step), never on where a run was resumed.
+      norm: normalisation constants computed on the training split (`input_shift`,
+        `input_scale`, and for regression `target_shift`, `target_scale`); kept in the state so
+        every checkpoint evaluates with exactly the numbers it was trained with.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    norm: dict
+
+
+def create(
+    model,
+    tx: optax.GradientTransformation,
+    *,
+    seed: int,
+    sample_input: np.ndarray,
+    norm: dict[str, np.ndarray],
+) -> TrainState:
+    """Initialises parameters and optimizer state for `model` from `seed`.
+
+    Args:
+      model: a flax.linen module.
+      tx: the optax chain.
+      seed: the run's seed; parameters use one branch of it and dropout/augmentation another.
+      sample_input: an input batch `(B, ...)` of the shape the model sees (after resizing).
+      norm: normalisation constants, each a float32 array.
+
+    Returns:
+      A TrainState on the default device.
+    """
+    init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+    variables = model.init(
+        {"params": init_key, "dropout": init_key}, jnp.asarray(sample_input), train=False
+    )
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=rng,
+        norm={k: jnp.asarray(v, jnp.float32) for k, v in norm.items()},
+    )

@@ -1,0 +1,165 @@
+"""Command line of the engine: the only place flags are defined. `python run.py --help` lists them.
+
+Examples:
+  python run.py                                   # MLP on the embedded digits dataset
+  python run.py --arch=resnet --loss=huber        # ResNet-18 trained with a Huber loss
+  python run.py --dataset=diabetes --arch=mlp --loss=huber
+  python run.py --mode=eval --workdir=runs/digits-mlp-cross_entropy
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from absl import app, flags
+
+import architectures
+import losses
+from engine import config as config_lib
+
+_C = config_lib.Config()
+
+# Help texts; the defaults come from engine.config.Config, the choices from the registries.
+_HELP = {
+    "mode": f"what to do: {'|'.join(config_lib.MODES)} (eval tests the best checkpoint)",
+    "workdir": "directory for config, checkpoints, metrics.jsonl and curves.png "
+    "(default runs/<dataset>-<arch>-<loss>); rerunning resumes from it",
+    "seed": "seed for splits, shuffling, initialisation and dropout",
+    "dataset": "embedded: digits|breast_cancer|diabetes|iris|wine; or any TFDS name "
+    "(cifar10, mnist:3.0.1); or folder:PATH; or csv:PATH with --target",
+    "data_dir": "where datasets are prepared and read (default: $TFDS_DATA_DIR or "
+    "~/tensorflow_datasets)",
+    "target": "the column to predict for a csv: dataset",
+    "test_fraction": "fraction held out for testing when the dataset has no test split",
+    "val_fraction": "fraction of the remaining rows held out for validation",
+    "split": f"how to hold out rows: {'|'.join(config_lib.SPLITS)} (time: the last rows)",
+    "normalize": f"input normalisation from training statistics: "
+    f"{'|'.join(config_lib.NORMALIZATIONS)}",
+    "balance": f"class balancing of the training split: {'|'.join(config_lib.BALANCE)}",
+    "class_weights": f"loss weights per class: {'|'.join(config_lib.CLASS_WEIGHTS)}",
+    "augment": "training-time augmentation on device: none|flip|crop|standard",
+    "image_size": "resize images to this size (0: the architecture's minimum or the data's size)",
+    "skip_bad_files": "skip unreadable images in folder: datasets (counted in a warning)",
+    "streaming": f"input pipeline: {'|'.join(config_lib.STREAMING)} (stream: grain workers)",
+    "num_workers": "grain worker processes for the streaming pipeline",
+    "arch": f"architecture: {'|'.join(architectures.names())}",
+    "depth": "depth for resnet (18/34/50/101/152) and vgg (11/13/16/19); 0: family default",
+    "width": "channel width multiplier for convolutional nets",
+    "hidden_sizes": "hidden layer sizes of the mlp",
+    "activation": "activation: relu|leaky_relu|gelu|tanh|sigmoid",
+    "leaky_slope": "negative slope of leaky_relu",
+    "init": "kernel initialiser: lecun|he|xavier|normal",
+    "batchnorm": f"BatchNorm: {'|'.join(config_lib.BATCHNORM)} (auto: the family's default)",
+    "dropout": "dropout rate, for every architecture that has dropout",
+    "aux_heads": "GoogLeNet's auxiliary classifiers (training only)",
+    "aux_weight": "weight of each auxiliary classifier's loss",
+    "dtype": f"compute dtype: {'|'.join(config_lib.DTYPES)} (parameters stay float32)",
+    "loss": f"loss: {'|'.join(losses.names())}",
+    "label_smoothing": "label smoothing for cross_entropy and kl_divergence",
+    "delta": "huber's delta and smooth_l1's beta",
+    "focal_gamma": "focal loss gamma",
+    "focal_alpha": "focal loss alpha (negative: none)",
+    "optimizer": f"optimizer: {'|'.join(config_lib.OPTIMIZERS)}",
+    "lr": "peak learning rate",
+    "momentum": "momentum of --optimizer=momentum",
+    "weight_decay": "weight decay (masked: not on biases or normalisation parameters)",
+    "schedule": f"learning-rate schedule: {'|'.join(config_lib.SCHEDULES)}",
+    "warmup_epochs": "warm-up length for warmup_cosine",
+    "clip_grad_norm": "clip gradients to this global norm (0: off)",
+    "lr_scaling": f"{'|'.join(config_lib.LR_SCALING)} (linear: lr x global_batch / 256)",
+    "grad_accum_steps": "accumulate gradients over this many batches per update",
+    "batch_size": "global batch size (split over all devices and processes)",
+    "eval_batch_size": "batch size for validation and test (0: --batch_size)",
+    "epochs": "number of epochs of the planned run",
+    "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",
+    "coordinator_address": "HOST:PORT of process 0 for multi-process runs (Cloud TPU: automatic)",
+    "num_processes": "number of processes in a multi-process run (0: automatic/one)",
+    "process_id": "this process's index in a multi-process run (-1: automatic)",
+    "max_to_keep": "how many latest checkpoints to keep",
+    "stop_after_epoch": "stop after this epoch (resumable by rerunning); 0: train to --epochs",
+    "summary": "print the model summary and exit",
+    "progress": "show a progress bar per epoch",
+}
+
+
+def _define_flags() -> None:
+    for field in dataclasses.fields(config_lib.Config):
+        default, helptext = getattr(_C, field.name), _HELP[field.name]
+        if isinstance(default, bool):
+            flags.DEFINE_bool(field.name, default, helptext)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(field.name, default, helptext)
+        elif isinstance(default, float):
+            flags.DEFINE_float(field.name, default, helptext)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(field.name, [str(v) for v in default], helptext)
+        else:
+            flags.DEFINE_string(field.name, default, helptext)
+
+
+_define_flags()
+FLAGS = flags.FLAGS
+
+
+def _config_from_flags() -> config_lib.Config:
+    values = {}
+    for field in dataclasses.fields(config_lib.Config):
+        value = FLAGS[field.name].value
+        if isinstance(getattr(_C, field.name), tuple):
+            try:
+                value = tuple(int(v) for v in value)
+            except ValueError:
+                raise config_lib.ConfigError(
+                    f"--{field.name} takes comma-separated integers, got {','.join(value)}"
+                ) from None
+        values[field.name] = value
+    return config_lib.Config(**values)
+
+
+def _init_distributed(config: config_lib.Config) -> None:
+    """Starts multi-process JAX before any device is touched (explicit flags or the environment)."""
+    import jax
+
+    explicit = config.num_processes > 1 or config.coordinator_address
+    cluster_env = any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES"))
+    if not (explicit or cluster_env):
+        return
+    if jax.config.jax_platforms in (None, "", "cpu") and explicit:
+        # CPU processes need a collectives backend to talk to each other.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if explicit:
+        kwargs = {
+            "coordinator_address": config.coordinator_address,
+            "num_processes": config.num_processes,
+            "process_id": config.process_id if config.process_id >= 0 else None,
+        }
+    jax.distributed.initialize(**kwargs)
+
+
+def main(argv) -> int:
+    """Parses flags, validates, and hands over to engine.train.train_and_evaluate."""
+    if len(argv) > 1:
+        print(
+            f"error: unexpected arguments {argv[1:]}; flags look like --name=value", file=sys.stderr
+        )
+        return 2
+    try:
+        config = config_lib.validate(_config_from_flags())
+        _init_distributed(config)
+        from engine.train import train_and_evaluate
+
+        train_and_evaluate(config)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
