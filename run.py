@@ -52,7 +52,8 @@ _HELP = {
     "leaky_slope": "negative slope of leaky_relu",
     "init": "kernel initialiser: lecun|he|xavier|normal",
     "batchnorm": f"BatchNorm: {'|'.join(config_lib.BATCHNORM)} (auto: the family's default)",
-    "dropout": "dropout rate, for every architecture that has dropout",
+    "dropout": "dropout rate, for every architecture (-1: the family's default, "
+    "e.g. 0.5 in AlexNet/VGG, 0 in the MLP)",
     "aux_heads": "GoogLeNet's auxiliary classifiers (training only)",
     "aux_weight": "weight of each auxiliary classifier's loss",
     "dtype": f"compute dtype: {'|'.join(config_lib.DTYPES)} (parameters stay float32)",

@@ -44,7 +44,7 @@ def _in_memory(source) -> bool:
 def model_options(config: Config, spec, axis_name: str | None) -> dict:
     """The architecture options from the config, refusing ones the family does not take."""
     options = {
-        "dropout": config.dropout,
+        "dropout": config.dropout if config.dropout >= 0 else None,
         "activation": config.activation,
         "leaky_slope": config.leaky_slope,
         "init": config.init,

@@ -76,7 +76,7 @@ class Config:
     leaky_slope: float = 0.01
     init: str = "lecun"
     batchnorm: str = "auto"
-    dropout: float = 0.0
+    dropout: float = -1.0  # negative: the family's own default (AlexNet/VGG 0.5, MLP 0)
     aux_heads: bool = True
     aux_weight: float = 0.3
     dtype: str = "float32"
@@ -183,8 +183,10 @@ def validate(config: Config) -> Config:
     for name, value in fractions.items():
         if not 0 < value < 1:
             raise ConfigError(f"--{name} must be between 0 and 1 (exclusive), got {value}")
-    if not 0 <= config.dropout < 1:
-        raise ConfigError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if not (config.dropout < 1 and (config.dropout >= 0 or config.dropout == -1.0)):
+        raise ConfigError(
+            f"--dropout must be in [0, 1) (or -1: the family default), got {config.dropout}"
+        )
     if not 0 <= config.label_smoothing < 1:
         raise ConfigError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
     for name in ("weight_decay", "clip_grad_norm", "warmup_epochs", "eval_batch_size"):

@@ -156,11 +156,12 @@ def _classification(config: Config, info: DatasetInfo, class_weights) -> Task:
                 return fn(
                     outputs, t, alpha=alpha, gamma=config.focal_gamma, reduction="none", where=mask
                 )
-            return losses.softmax_focal(
+            return fn(
                 outputs,
                 targets,
                 alpha=alpha,
                 gamma=config.focal_gamma,
+                multiclass=True,
                 reduction="none",
                 where=mask,
             )

@@ -1,0 +1,107 @@
+"""End-to-end behaviour of the orchestrating function on the embedded datasets."""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from engine_helpers import fast_config, read_json, read_lines
+
+from engine.train import train_and_evaluate
+
+
+def _latest_params(workdir):
+    """Parameters of the newest 'latest' checkpoint, read with orbax independently of the engine."""
+    root = os.path.join(workdir, "checkpoints", "latest")
+    step = max(int(d) for d in os.listdir(root) if d.isdigit())
+    tree = ocp.StandardCheckpointer().restore(os.path.join(root, str(step), "state"))
+    return tree["params"]
+
+
+def test_default_digits_run_reports_all_splits(data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    results = train_and_evaluate(fast_config(data_dir, workdir, epochs=3))
+    # digits has 1797 examples (scikit-learn docs); 30% test, then 10% of the rest for validation.
+    assert results["test"]["count"] == 540
+    # Far above chance (0.1) after three epochs of a small MLP.
+    assert results["test"]["accuracy"] > 0.8
+    lines = read_lines(workdir)
+    assert len(lines) == 3
+    for name in ("config.json", "curves.png", "results.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    # The train step compiled exactly once over three epochs (the last batch is padded).
+    assert results["train_step_compilations"] == 1
+
+
+def test_same_command_twice_gives_identical_metrics(data_dir, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train_and_evaluate(fast_config(data_dir, a, dropout=0.2))
+    train_and_evaluate(fast_config(data_dir, b, dropout=0.2))
+    assert read_lines(a) == read_lines(b)
+
+
+def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    cfg = dict(epochs=4, dropout=0.1, schedule="cosine")
+    train_and_evaluate(fast_config(data_dir, full, **cfg))
+    stopped = train_and_evaluate(fast_config(data_dir, part, stop_after_epoch=2, **cfg))
+    assert stopped["stopped_at"] == 2
+    assert len(read_lines(part)) == 2
+    # The same command again (without the stop) continues from epoch 2 to 4.
+    train_and_evaluate(fast_config(data_dir, part, **cfg))
+    assert read_lines(part) == read_lines(full)
+    a, b = _latest_params(full), _latest_params(part)
+    np.testing.assert_array_equal(_flat(a), _flat(b))
+    assert read_json(part, "results.json")["test"] == read_json(full, "results.json")["test"]
+
+
+def _flat(tree):
+    return np.concatenate([np.asarray(v).ravel() for v in jax.tree.leaves(tree)])
+
+
+def test_regression_reports_mae_rmse_r2(data_dir, tmp_path):
+    results = train_and_evaluate(
+        fast_config(data_dir, str(tmp_path / "r"), dataset="diabetes", loss="huber", epochs=3)
+    )
+    test = results["test"]
+    assert set(test) >= {"loss", "mae", "rmse", "r2"}
+    # 442 rows in diabetes (scikit-learn docs), 30% held out: ceil(0.3 * 442) = 133.
+    assert test["count"] == 133
+    assert test["rmse"] >= test["mae"] > 0
+
+
+def test_workdir_with_other_model_flags_is_refused(data_dir, tmp_path):
+    from engine.config import ConfigError
+
+    workdir = str(tmp_path / "w")
+    train_and_evaluate(fast_config(data_dir, workdir, epochs=1))
+    before = {p: os.path.getmtime(os.path.join(workdir, p)) for p in os.listdir(workdir)}
+    with pytest.raises(ConfigError, match="hidden_sizes"):
+        train_and_evaluate(fast_config(data_dir, workdir, epochs=1, hidden_sizes=(16,)))
+    after = {p: os.path.getmtime(os.path.join(workdir, p)) for p in os.listdir(workdir)}
+    assert before == after
+
+
+def test_eval_mode_tests_the_best_checkpoint(data_dir, tmp_path):
+    workdir = str(tmp_path / "e")
+    trained = train_and_evaluate(fast_config(data_dir, workdir, epochs=2))
+    evaluated = train_and_evaluate(fast_config(data_dir, workdir, epochs=2, mode="eval"))
+    assert evaluated["test"] == trained["test"]
+
+
+@pytest.mark.parametrize("parallel", ["jit", "pmap"])
+def test_parallel_modes_match_plain_jit_on_one_device(data_dir, tmp_path, parallel):
+    base = train_and_evaluate(fast_config(data_dir, str(tmp_path / "none"), epochs=1))
+    other = train_and_evaluate(
+        fast_config(data_dir, str(tmp_path / parallel), epochs=1, parallel=parallel)
+    )
+    assert other["test"]["accuracy"] == pytest.approx(base["test"]["accuracy"], abs=1e-6)
+    assert other["test"]["loss"] == pytest.approx(base["test"]["loss"], rel=1e-4)
+
+
+def test_dataclass_config_is_frozen():
+    cfg = fast_config("d", "w")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0  # type: ignore[misc]
