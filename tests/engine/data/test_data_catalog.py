@@ -1,0 +1,186 @@
+"""TFDS catalog datasets by name, through TFDS' real builders, writer and array_record reader.
+
+No network: the catalog builders (`cifar10`, `mnist`) run their real preparation with only the
+download-and-parse step (`_split_generators`) replaced by generated images in their own format,
+through the engine's own prepare path. Every later load reads those files offline.
+"""
+
+import os
+import pickle
+from unittest import mock
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from engine.data import catalog
+
+CIFAR10_NAMES = (  # CIFAR-10's batches.meta.txt, which TFDS' cifar10 builder reads the names from
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+def _examples(n, shape, seed, with_id):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n)
+    examples = {}
+    for i, (image, label) in enumerate(zip(images, labels)):
+        example = {"image": image, "label": int(label)}
+        if with_id:
+            example["id"] = f"train_{i:05d}"
+        examples[i] = example
+    return examples
+
+
+def _prepare(name, data_dir, shape, sizes):
+    """Prepares `name` through catalog.load, generated examples standing in for the download.
+
+    Returns {split: {image bytes: label}}.
+    """
+    splits = {
+        split: _examples(n, shape, seed, with_id=name == "cifar10")
+        for seed, (split, n) in enumerate(sizes.items())
+    }
+
+    def split_generators(self, dl_manager):
+        del dl_manager
+        if name == "cifar10":  # the real one reads these from the archive's batches.meta.txt
+            self.info.features["label"].names = list(CIFAR10_NAMES)
+        return {split: iter(examples.items()) for split, examples in splits.items()}
+
+    with (
+        mock.patch.object(tfds.builder_cls(name), "_split_generators", split_generators),
+        mock.patch.object(catalog, "_online", return_value=True),
+    ):
+        catalog.load(name, data_dir=data_dir)
+    return {
+        split: {e["image"].tobytes(): e["label"] for e in examples.values()}
+        for split, examples in splits.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("catalog"))
+    truth = {
+        "cifar10": _prepare("cifar10", data_dir, (32, 32, 3), {"train": 40, "test": 12}),
+        "mnist": _prepare("mnist", data_dir, (28, 28, 1), {"train": 30, "test": 10}),
+    }
+    return data_dir, truth
+
+
+def _read_all(source):
+    return source.get(np.arange(len(source)))
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any attempt to download or prepare fails the test: loads must read the files."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to prepare a dataset that is already prepared")
+
+    monkeypatch.setattr(catalog, "_prepare", refuse)
+    monkeypatch.setattr(catalog, "_online", lambda: False)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "class_names"),
+    [
+        ("cifar10", (32, 32, 3), CIFAR10_NAMES),
+        ("mnist", (28, 28, 1), tuple(str(d) for d in range(10))),
+    ],
+)
+def test_prepared_catalog_dataset_is_read_offline(prepared, offline, name, shape, class_names):
+    data_dir, truth = prepared
+    truth = truth[name]
+    ds = catalog.load(name, data_dir=data_dir)
+    assert ds.info.task == "classification"
+    assert ds.info.input_shape == shape
+    assert ds.info.num_classes == 10 and ds.info.class_names == class_names
+    assert ds.val is None
+    for split, source in (("train", ds.train), ("test", ds.test)):
+        assert len(source) == len(truth[split])
+        inputs, targets = _read_all(source)
+        assert inputs.dtype == np.uint8 and inputs.shape == (len(source), *shape)
+        # Every example comes back bit-exact (PNG is lossless) with its own label; the order is
+        # TFDS' shuffled write order, so match by content.
+        assert {x.tobytes(): int(t) for x, t in zip(inputs, targets)} == truth[split]
+        np.testing.assert_array_equal(source.targets, targets)
+        assert source.targets.dtype == np.int32
+
+
+def test_versioned_name_and_fitted_size(prepared, offline):
+    data_dir, truth = prepared
+    ds = catalog.load("mnist:3.0.1", data_dir=data_dir)
+    assert ds.info.name == "mnist:3.0.1" and len(ds.train) == len(truth["mnist"]["train"])
+    small = catalog.load("cifar10", data_dir=data_dir, image_size=16)
+    assert small.info.input_shape == (16, 16, 3)
+    inputs, _ = small.train.get(np.arange(4))
+    assert inputs.shape == (4, 16, 16, 3) and inputs.dtype == np.uint8
+
+
+def test_labels_are_cached_beside_the_records(prepared, offline):
+    data_dir, _ = prepared
+    ds = catalog.load("cifar10", data_dir=data_dir)
+    cache = os.path.join(data_dir, "cifar10", "3.0.2", "engine-labels-train.npy")
+    np.testing.assert_array_equal(np.load(cache), ds.train.targets)
+    # A cache of the right length is trusted (that is what makes ImageNet loads fast) ...
+    np.save(cache, np.zeros(len(ds.train), np.int32))
+    assert not catalog.load("cifar10", data_dir=data_dir).train.targets.any()
+    # ... and one of the wrong length is rebuilt from the records.
+    np.save(cache, np.zeros(3, np.int32))
+    again = catalog.load("cifar10", data_dir=data_dir)
+    np.testing.assert_array_equal(again.train.targets, _read_all(again.train)[1])
+    np.testing.assert_array_equal(np.load(cache), again.train.targets)
+
+
+def test_sources_pickle_for_worker_processes(prepared, offline):
+    data_dir, _ = prepared
+    source = catalog.load("mnist", data_dir=data_dir).train
+    copy = pickle.loads(pickle.dumps(source))
+    for a, b in zip(source.get(np.arange(5)), copy.get(np.arange(5))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_name_is_one_line_listing_the_other_forms(tmp_path):
+    with pytest.raises(ValueError) as err:
+        catalog.load("no_such_dataset", data_dir=str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message
+    for expected in ("digits", "iris", "folder:PATH", "csv:PATH", "no_such_dataset"):
+        assert expected in message
+
+
+def test_missing_data_without_network_is_one_line_naming_the_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog, "_online", lambda: False)
+    with pytest.raises(ValueError) as err:
+        catalog.load("cifar10", data_dir=str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message
+    assert os.path.join(str(tmp_path), "cifar10", "3.0.2") in message
+    assert "tfds build cifar10" in message and "no network" in message
+
+
+def test_failed_download_is_one_line_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog, "_online", lambda: True)
+
+    def unreachable(self, dl_manager):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'\nsecond line")
+
+    monkeypatch.setattr(tfds.builder_cls("cifar10"), "_split_generators", unreachable)
+    with pytest.raises(ValueError) as err:
+        catalog.load("cifar10", data_dir=str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "ConnectionError: Failed to resolve" in message and str(tmp_path) in message
+
+
+def test_bad_version_and_non_image_datasets_are_one_line(tmp_path):
+    with pytest.raises(ValueError) as err:
+        catalog.load("mnist:9.9.9", data_dir=str(tmp_path))
+    assert "\n" not in str(err.value) and "9.9.9" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        catalog.load("imdb_reviews", data_dir=str(tmp_path))  # text, no Image feature
+    assert "\n" not in str(err.value) and "image classification" in str(err.value)
