@@ -43,6 +43,22 @@ _SPLITS = {"train": ("train",), "test": ("test",), "val": ("validation", "valid"
 _LABEL_CHUNK = 4096  # records per read when collecting labels (bounds memory on big sets)
 
 
+@contextlib.contextmanager
+def quiet():
+    """Keeps TFDS' absl warnings that need no action out of the console for the block.
+
+    (A version folder not written yet, a custom builder config, OpenCV not installed.)
+    """
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0].strip()
@@ -236,7 +252,8 @@ def load(name: str, *, data_dir: str, image_size: int | None = None) -> Dataset:
     """
     data_dir = os.path.expanduser(data_dir)
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        with quiet():
+            builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise _unknown(name) from None
     except (ValueError, AssertionError, TypeError) as err:
@@ -246,7 +263,8 @@ def load(name: str, *, data_dir: str, image_size: int | None = None) -> Dataset:
     label_key = _pick(features, tfds.features.ClassLabel, "label", name, "ClassLabel")
     if not builder.is_prepared():
         _prepare(builder, name, data_dir)
-        builder = tfds.builder(name, data_dir=data_dir)  # the info written by preparation
+        with quiet():
+            builder = tfds.builder(name, data_dir=data_dir)  # the info written by preparation
 
     height, width, channels = builder.info.features[image_key].shape
     size = None
@@ -266,13 +284,15 @@ def load(name: str, *, data_dir: str, image_size: int | None = None) -> Dataset:
         if split is None:
             continue
         try:
-            records = builder.as_data_source(split=split)
+            with quiet():
+                records = builder.as_data_source(split=split)
+                labels = split_labels(builder, split, label_key)
         except (NotImplementedError, ValueError) as err:
             raise ValueError(
                 f"TFDS dataset {name!r} in {builder.data_dir} cannot be read by random access "
                 f"({_first_line(err)}); prepare it with file_format='array_record'"
             ) from None
-        sources[role] = RecordSource(records, decode, split_labels(builder, split, label_key))
+        sources[role] = RecordSource(records, decode, labels)
     if "train" not in sources:
         raise ValueError(
             f"TFDS dataset {name!r} has no 'train' split (it has: {', '.join(sorted(available))})"

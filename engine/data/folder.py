@@ -45,7 +45,7 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from engine.data.catalog import ImageLabelDecoder, fit_image, split_labels
+from engine.data.catalog import ImageLabelDecoder, fit_image, quiet, split_labels
 from engine.data.source import ArraySource, Dataset, DatasetInfo, RecordSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -154,7 +154,8 @@ def _parallel(fn, items, window: int = 512):
 
     The window bounds memory while the TFDS writer consumes the results.
     """
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with ThreadPoolExecutor(max_workers=cores or 1) as pool:
         pending = collections.deque()
         for item in items:
             pending.append(pool.submit(fn, item))
@@ -322,11 +323,12 @@ def _prepare(root, files, names, config_dir, config_name, image_size, skip_bad_f
         channels=channels,
         skip_bad_files=skip_bad_files,
     )
-    builder = EngineImageFolder(
-        config=config,
-        data_dir=os.path.dirname(os.path.dirname(config_dir)),
-        file_format="array_record",
-    )
+    with quiet():  # "using custom data configuration": that is the point
+        builder = EngineImageFolder(
+            config=config,
+            data_dir=os.path.dirname(os.path.dirname(config_dir)),
+            file_format="array_record",
+        )
     try:
         builder.download_and_prepare(file_format="array_record")
     except _BadImage as err:
@@ -434,6 +436,7 @@ def load(
         with _exclusive(config_dir + ".lock"):
             if not os.path.exists(info_file):
                 _prepare(root, files, names, config_dir, config_name, image_size, skip_bad_files)
-    dataset = _read(version_dir, f"folder:{path}")
+    with quiet():
+        dataset = _read(version_dir, f"folder:{path}")
     print(describe(dataset))
     return dataset
