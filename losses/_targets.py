@@ -95,20 +95,21 @@ def modulating_factor(log_one_minus_p: jax.Array, gamma) -> jax.Array:
 def log_one_minus_softmax(logits: jax.Array) -> jax.Array:
     """log(1 - softmax(logits)) along the last axis, accurate even where p rounds to 1.
 
-    1 - p_c is the softmax mass of the other classes. For every class but the largest, that
-    mass contains the largest class's term, so s - e_c (with e = exp(x - max), s = sum e)
-    is >= 1 and the subtraction loses nothing. For the largest class the other classes'
-    log-sum-exp is taken directly. O(num_classes), no (1 - p) cancellation: logits
-    (1e4, -1e4) give log(1 - p_0) = -2e4, not -inf.
+    1 - p_c is the softmax mass of the other classes. For every class but the largest,
+    p_c = e_c / s <= 1/2 (with e = exp(x - max), s = sum e), so log1p(-p_c) is accurate. For
+    the largest class the other classes' log-sum-exp is taken directly. O(num_classes), no
+    (1 - p) cancellation: logits (1e4, -1e4) give log(1 - p_0) = -2e4, not -inf.
     """
     num_classes = logits.shape[-1]
     is_top = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.bool_)
     top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
     top = jnp.where(jnp.isfinite(top), top, 0.0)
     exps = jnp.exp(logits - top)
-    log_total = jnp.log(jnp.sum(exps, axis=-1, keepdims=True))
-    rest = jnp.where(is_top, 1.0, jnp.sum(exps, axis=-1, keepdims=True) - exps)
-    log_rest_others = jnp.log(rest) - log_total
+    total = jnp.sum(exps, axis=-1, keepdims=True)
+    log_total = jnp.log(total)
+    # Other classes: log(1 - e_c / s) with e_c / s <= 1/2, well conditioned for log1p; the
+    # top class's ratio (up to 1) is replaced before the log so log1p(-1) never appears.
+    log_rest_others = jnp.log1p(-jnp.where(is_top, 0.0, exps / total))
     others = jnp.where(is_top, -jnp.inf, logits)
     any_other = jnp.any(others > -jnp.inf, axis=-1, keepdims=True)
     # Double where: a row whose other classes are all -inf would give logsumexp a NaN gradient.

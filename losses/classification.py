@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from losses import _reduction, _targets, _validation
 
@@ -105,6 +106,25 @@ def _binary_terms(logits: jax.Array, targets: jax.Array):
     positive = _zero_where_no_target(targets, jax.nn.log_sigmoid(logits))
     negative = _zero_where_no_target(1.0 - targets, jax.nn.log_sigmoid(-logits))
     return positive, negative
+
+
+def _log_one_minus_pt(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """log(1 - p_t) = log((1 - t) p + t (1 - p)) with p = sigmoid(logits), in log space.
+
+    A two-term log-sum-exp weighted by (1 - t, t), handling hard and soft targets alike.
+    Zero-weight terms and infinite logits are masked on both sides of the exp so that even
+    logits of +-inf give a finite gradient (optax's version gives NaN there).
+    """
+    weights = (1.0 - targets, targets)
+    terms = tuple(
+        jnp.where(w > 0, log_s, -jnp.inf)
+        for w, log_s in zip(weights, (jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)))
+    )
+    top = jax.lax.stop_gradient(jnp.maximum(*terms))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    total = sum(w * jnp.exp(term - top) for w, term in zip(weights, terms))
+    positive = total > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, total, 1.0)) + top, -jnp.inf)
 
 
 def _prepare_binary(loss: str, predictions, targets, reduction: str, where):
@@ -216,20 +236,13 @@ def focal(
     logits, targets, mask = _prepare_binary(loss, predictions, targets, reduction, where)
     if alpha is not None:
         _validation.check_range(loss, "alpha", alpha, low=0.0, high=1.0)
-        if jnp.ndim(alpha) != 0:
+        if np.ndim(alpha) != 0:
             raise ValueError(
                 f"{loss}: alpha must be None or a scalar in [0, 1] for the sigmoid form, got "
-                f"shape {jnp.shape(alpha)}; per-class weights need multiclass=True"
+                f"shape {np.shape(alpha)}; per-class weights need multiclass=True"
             )
     positive, negative = _binary_terms(logits, targets)
-    log_p, log_not_p = jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
-    # log(1 - p_t) = log((1 - t) p + t (1 - p)): a weighted log-sum-exp, which handles hard
-    # and soft targets alike and skips the zero-weight term.
-    log_one_minus_pt = jax.nn.logsumexp(
-        jnp.stack([log_p, log_not_p], axis=-1),
-        axis=-1,
-        b=jnp.stack([1.0 - targets, targets], axis=-1),
-    )
+    log_one_minus_pt = _log_one_minus_pt(logits, targets)
     elementwise = -(positive + negative) * _targets.modulating_factor(log_one_minus_pt, gamma)
     if alpha is not None:
         elementwise = (alpha * targets + (1.0 - alpha) * (1.0 - targets)) * elementwise

@@ -17,7 +17,9 @@ def _distance(x: jax.Array, y: jax.Array, p: float, eps) -> jax.Array:
     The root's derivative is infinite at 0, so a "double where" feeds it 1 there and selects
     0: the result is the subgradient 0 (a valid one for every p-norm), never NaN.
     """
-    diff = jnp.abs(x - y).reshape(x.shape[0], math.prod(x.shape[1:]))
+    diff = (x - y).reshape(x.shape[0], math.prod(x.shape[1:]))
+    # |d| as d * sign(d): gradient sign(d), 0 where x == y (jnp.abs's gradient at 0 is 1).
+    diff = diff * jnp.sign(diff)
     if p == 1:
         return jnp.sum(diff, axis=-1) + eps
     total = jnp.sum(diff**2 if p == 2 else diff**p, axis=-1) + eps

@@ -36,6 +36,11 @@ def _finish(elementwise: jax.Array, reduction: str, mask) -> jax.Array:
     return _reduction.reduce(_reduction.mean_over_trailing(elementwise), reduction, mask)
 
 
+def _abs(errors: jax.Array) -> jax.Array:
+    """|e| with gradient sign(e), i.e. 0 at e = 0 (``jnp.abs``'s gradient at 0 is 1)."""
+    return errors * jnp.sign(errors)
+
+
 def _huber(errors: jax.Array, delta) -> jax.Array:
     abs_errors = jnp.abs(errors)
     # Both branches are finite everywhere, so the unselected one never leaks a NaN gradient.
@@ -70,8 +75,8 @@ def mse(predictions, targets, *, reduction: str = "mean", where=None) -> jax.Arr
 def mae(predictions, targets, *, reduction: str = "mean", where=None) -> jax.Array:
     """Mean absolute error (L1): the mean of |e|, with e = predictions - targets.
 
-    Same as ``torch.nn.L1Loss`` and Keras' ``MeanAbsoluteError``. The gradient at e = 0 is 0
-    (the subgradient JAX's ``abs`` uses).
+    Same as ``torch.nn.L1Loss`` and Keras' ``MeanAbsoluteError``. The gradient is sign(e),
+    0 at e = 0 as in PyTorch (``jnp.abs`` alone would give 1 there).
 
     Args:
       predictions: float array (batch,) or (batch, ...).
@@ -89,7 +94,7 @@ def mae(predictions, targets, *, reduction: str = "mean", where=None) -> jax.Arr
       1.5000
     """
     errors, mask = _residuals("mae", predictions, targets, reduction, where)
-    return _finish(jnp.abs(errors), reduction, mask)
+    return _finish(_abs(errors), reduction, mask)
 
 
 def huber(
@@ -158,7 +163,7 @@ def smooth_l1(
     # Double where: the Huber branch sees beta = 1 when beta = 0, so it stays finite and its
     # (discarded) gradient cannot turn into 0 * inf = NaN.
     safe_beta = jnp.where(positive, beta, 1.0).astype(errors.dtype)
-    elementwise = jnp.where(positive, _huber(errors, safe_beta) / safe_beta, jnp.abs(errors))
+    elementwise = jnp.where(positive, _huber(errors, safe_beta) / safe_beta, _abs(errors))
     return _finish(elementwise, reduction, mask)
 
 
