@@ -9,7 +9,8 @@ generated first (not timed) into a temporary folder of 10 classes:
 
 Preparation (header pass, decode, fit, PNG encode, TFDS array_record write, label cache) is
 timed from `folder.load` on a fresh data directory; the reload is a second `load` of the same,
-unchanged folder (fingerprint check and read back).
+unchanged folder (fingerprint check and read back). Wall and CPU (all threads) seconds are
+printed with the load average: on a shared machine wall time is noisy, CPU time less so.
 
 Usage:
   python benchmarks/folder_prepare.py                    # photo, 10,000 images
@@ -80,18 +81,20 @@ def main() -> None:
         start = time.perf_counter()
         make_folder(root, args.kind, args.count)
         print(f"generated {args.count} {args.kind} images in {time.perf_counter() - start:.1f} s")
-        timings = []
+        timings, cpu = [], []
         for _ in range(2):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             with contextlib.redirect_stdout(io.StringIO()):  # the class table, twice
                 dataset = folder.load(root, data_dir=data_dir, image_size=image_size)
             timings.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
     shape = "x".join(map(str, dataset.info.input_shape))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(
         f"{args.count} {args.kind} images -> {shape}, {cores} cores: prepare {timings[0]:.1f} s "
-        f"({args.count / timings[0]:.0f} images/s), reload {timings[1]:.2f} s; "
-        f"{type(dataset.train).__name__}"
+        f"wall, {cpu[0]:.1f} s CPU ({args.count / timings[0]:.0f} images/s); reload "
+        f"{timings[1]:.2f} s wall, {cpu[1]:.2f} s CPU; {type(dataset.train).__name__}; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
 
 
