@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import types
 from typing import ClassVar
 
 import numpy as np
@@ -138,7 +139,11 @@ def _builder_class(name: str) -> type[_SklearnBuilder]:
     cls_name = "Sklearn" + "".join(p.title() for p in name.split("_"))
     # The TFDS builder name is the snake_case class name: e.g. SklearnBreastCancer ->
     # sklearn_breast_cancer.
-    return type(cls_name, (_SklearnBuilder,), {"SKLEARN_NAME": name, "__module__": __name__})
+    attrs = {"SKLEARN_NAME": name, "__module__": __name__}
+    # skip_registration is a class keyword, not inherited: kept out of TFDS' global registry.
+    return types.new_class(
+        cls_name, (_SklearnBuilder,), {"skip_registration": True}, lambda ns: ns.update(attrs)
+    )
 
 
 BUILDERS: dict[str, type[_SklearnBuilder]] = {name: _builder_class(name) for name in NAMES}

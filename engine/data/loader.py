@@ -22,7 +22,11 @@ gives exactly the single-process batch, the position in the data is a pure funct
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
+import gc
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,6 +34,19 @@ import numpy as np
 from engine.data.source import Source
 
 Batch = dict[str, np.ndarray]
+_NO_SHARED_MEMORY = 2**62  # grain's min_shm_size: arrays smaller than this are pickled
+
+# Streams (generators over grain iterators) not yet finished. Closed at exit, while the modules
+# grain's cleanup needs still exist; otherwise an epoch abandoned mid-way is torn down during
+# interpreter shutdown, with errors printed from half-destroyed modules.
+_OPEN_STREAMS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    for stream in list(_OPEN_STREAMS):
+        with contextlib.suppress(ValueError):  # a generator running in another thread
+            stream.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +201,9 @@ class Loader:
         if not 0 <= start_step <= len(self):
             raise ValueError(f"start_step {start_step} outside [0, {len(self)}] steps per epoch")
         if self.streaming:
-            return self._stream(epoch, start_step)
+            stream = self._stream(epoch, start_step)
+            _OPEN_STREAMS.add(stream)
+            return stream
         return self._gather(epoch, start_step)
 
     def _gather(self, epoch: int, start_step: int) -> Iterator[Batch]:
@@ -194,6 +213,12 @@ class Loader:
 
     def _stream(self, epoch: int, start_step: int) -> Iterator[Batch]:
         import grain
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            # grain's worker code reads its own absl flags; outside an absl app (tests, notebooks,
+            # scripts) nobody parsed them, so use their defaults. run.py parses them first.
+            flags.FLAGS.mark_as_parsed()
 
         dataset = grain.MapDataset.range(start_step, len(self)).map(
             _StepToBatch(self.plan, self.source, self._example, epoch)
@@ -204,20 +229,38 @@ class Loader:
             grain.ReadOptions(num_threads=2, prefetch_buffer_size=self.prefetch)
         )
         if self.num_workers > 0:
+            # Batches travel from workers by pickling rather than through grain's shared memory:
+            # a copy per batch either way (see below), and shared-memory blocks freed by grain's
+            # asynchronous deleter can still be pending at exit (warnings, late unlinks).
+            stream = grain.experimental.WithOptionsIterDataset(
+                stream, grain.experimental.DatasetOptions(min_shm_size=_NO_SHARED_MEMORY)
+            )
             stream = stream.mp_prefetch(
                 grain.MultiprocessingOptions(
                     num_workers=self.num_workers, per_worker_buffer_size=self.prefetch
                 )
             )
         iterator = iter(stream)
+        remaining = len(self) - start_step
         try:
-            yield from iterator
+            for batch in iterator:
+                remaining -= 1
+                if remaining == 0:
+                    # Let grain see its end now: an iterator stopped by its own StopIteration
+                    # releases its shared-memory buffers at once, while one abandoned after its
+                    # last element (a caller that stops at len(loader), or zip) leaves them in
+                    # reference cycles until a garbage collection.
+                    for _ in iterator:
+                        pass
+                # Copy out of grain's shared-memory buffers into ordinary arrays, so a batch kept
+                # by the caller (or aliased by a CPU device buffer) never outlives its buffer.
+                yield {key: np.array(value) for key, value in batch.items()}
         finally:
             # Stops the worker processes now, whether the epoch ended, the caller broke out of
             # the loop, or an exception unwound it (GC alone would do it only eventually).
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
+            iterator.close()
+            if remaining > 0:
+                gc.collect()  # frees the buffers of batches prefetched but never consumed
 
 
 def make_loader(

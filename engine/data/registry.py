@@ -46,7 +46,7 @@ def load(
         `:version` and config (`cifar10`, `mnist:3.0.1`).
       data_dir: root directory of prepared datasets; None means `default_data_dir()`.
       target: the target column of a CSV table.
-      image_size: side length images of a folder dataset are resized to.
+      image_size: side length images of a folder (or catalog) dataset are resized to.
       skip_bad_files: skip (and count) unreadable images of a folder dataset instead of stopping.
 
     Returns:
@@ -75,4 +75,4 @@ def load(
         return embedded.load(name, data_dir=data_dir)
     from engine.data import catalog
 
-    return catalog.load(name, data_dir=data_dir)
+    return catalog.load(name, data_dir=data_dir, image_size=image_size)
