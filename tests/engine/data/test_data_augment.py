@@ -82,7 +82,7 @@ def test_crop_is_a_zero_padded_translation_of_at_most_h_over_8():
 def test_crop_pads_at_least_one_pixel_on_tiny_images():
     # 8x8 digits: 8 // 8 = 1 pixel of padding, so shifts are in {-1, 0, 1}.
     images = _batch(32, 8, 8, 1)
-    out = np.asarray(augment.crop(jax.random.key(0), images))
+    out = np.asarray(jax.jit(augment.crop)(jax.random.key(0), images))
     x = np.asarray(images)
     for o, i in zip(out, x):
         padded = np.pad(i, ((1, 1), (1, 1), (0, 0)))
