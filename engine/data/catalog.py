@@ -11,7 +11,8 @@ files through the builder's random-access data source; TensorFlow is never impor
   load stops with one line naming the directory it looked in and how to prepare it there.
 - The image feature (`image`, else the only `Image` feature) gives `input_shape = (H, W, C)`,
   the label feature (`label`, else the only `ClassLabel`) the classes. Images whose size varies
-  (`imagenet2012`) are fitted to `image_size` (default 224): shorter side resized, centre crop.
+  (`imagenet2012`) are fitted to `image_size` (default 224) when decoded: shorter side resized,
+  centre crop. Fixed-size images keep their size here; the engine resizes them on the device.
 - The dataset's own `train`, `test` and `validation` splits are used as they are.
 - Every split is a `RecordSource` decoding records to `(uint8 (H, W, C) image, int label)` on
   demand. Its `targets` (all labels) are read once, images left undecoded (about 25 us a record:
@@ -240,8 +241,8 @@ def load(name: str, *, data_dir: str, image_size: int | None = None) -> Dataset:
     Args:
       name: a TFDS builder name in TFDS' syntax.
       data_dir: root of prepared TFDS datasets (TFDS' own layout: `name/config/version`).
-      image_size: side length to fit images to; None keeps a fixed-size dataset's size and
-        fits variable-size ones to `VARIABLE_SIZE_DEFAULT`.
+      image_size: side length variable-size images are fitted to (None:
+        `VARIABLE_SIZE_DEFAULT`); fixed-size datasets keep their size (resized on device).
 
     Returns:
       A `Dataset` whose splits are `RecordSource`s of `(uint8 (H, W, C), int)` examples.
@@ -268,13 +269,10 @@ def load(name: str, *, data_dir: str, image_size: int | None = None) -> Dataset:
 
     height, width, channels = builder.info.features[image_key].shape
     size = None
-    if image_size is not None and (height, width) != (image_size, image_size):
-        size = (image_size, image_size)
-    elif height is None or width is None:
-        size = (VARIABLE_SIZE_DEFAULT, VARIABLE_SIZE_DEFAULT)
-        print(f"{name}: images vary in size; fitted to {size[0]}x{size[1]} (set --image_size)")
-    if size is not None:
-        height, width = size
+    if height is None or width is None:  # one shape is needed to batch: fit on the host
+        side = image_size or VARIABLE_SIZE_DEFAULT
+        size, (height, width) = (side, side), (side, side)
+        print(f"{name}: images vary in size; fitted to {side}x{side} (shorter side, centre crop)")
     decode = ImageLabelDecoder(image_key, label_key, size)
 
     available = set(builder.info.splits.keys())

@@ -12,23 +12,28 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from engine.data import catalog
 
+NUM_CLASSES = {"cifar10": 10, "mnist": 10, "cats_vs_dogs": 2}
 CIFAR10_NAMES = (  # CIFAR-10's batches.meta.txt, which TFDS' cifar10 builder reads the names from
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 
 
-def _examples(n, shape, seed, with_id):
+def _examples(name, n, shape, seed):
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n)
     examples = {}
-    for i, (image, label) in enumerate(zip(images, labels)):
-        example = {"image": image, "label": int(label)}
-        if with_id:
+    for i in range(n):
+        if name == "cats_vs_dogs":  # photos of any size: 20..60 x 20..60
+            shape = (*rng.integers(20, 61, size=2), 3)
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        example = {"image": image, "label": int(rng.integers(0, NUM_CLASSES[name]))}
+        if name == "cifar10":
             example["id"] = f"train_{i:05d}"
+        if name == "cats_vs_dogs":
+            example["image/filename"] = f"{i}.jpg"
         examples[i] = example
     return examples
 
@@ -39,8 +44,7 @@ def _prepare(name, data_dir, shape, sizes):
     Returns {split: {image bytes: label}}.
     """
     splits = {
-        split: _examples(n, shape, seed, with_id=name == "cifar10")
-        for seed, (split, n) in enumerate(sizes.items())
+        split: _examples(name, n, shape, seed) for seed, (split, n) in enumerate(sizes.items())
     }
 
     def split_generators(self, dl_manager):
@@ -66,6 +70,7 @@ def prepared(tmp_path_factory):
     truth = {
         "cifar10": _prepare("cifar10", data_dir, (32, 32, 3), {"train": 40, "test": 12}),
         "mnist": _prepare("mnist", data_dir, (28, 28, 1), {"train": 30, "test": 10}),
+        "cats_vs_dogs": _prepare("cats_vs_dogs", data_dir, None, {"train": 12}),
     }
     return data_dir, truth
 
@@ -111,14 +116,29 @@ def test_prepared_catalog_dataset_is_read_offline(prepared, offline, name, shape
         assert source.targets.dtype == np.int32
 
 
-def test_versioned_name_and_fitted_size(prepared, offline):
+def test_versioned_name_and_variable_size_images(prepared, offline):
     data_dir, truth = prepared
     ds = catalog.load("mnist:3.0.1", data_dir=data_dir)
     assert ds.info.name == "mnist:3.0.1" and len(ds.train) == len(truth["mnist"]["train"])
-    small = catalog.load("cifar10", data_dir=data_dir, image_size=16)
-    assert small.info.input_shape == (16, 16, 3)
-    inputs, _ = small.train.get(np.arange(4))
-    assert inputs.shape == (4, 16, 16, 3) and inputs.dtype == np.uint8
+    # Fixed-size images keep their size whatever image_size says (the engine resizes on device).
+    assert catalog.load("cifar10", data_dir=data_dir, image_size=16).info.input_shape == (
+        32, 32, 3,
+    )  # fmt: skip
+    # Variable-size photos are fitted to one size; cats_vs_dogs has only a train split.
+    for image_size, side in ((None, catalog.VARIABLE_SIZE_DEFAULT), (24, 24)):
+        cats = catalog.load("cats_vs_dogs", data_dir=data_dir, image_size=image_size)
+        assert cats.info.input_shape == (side, side, 3) and cats.test is None
+        inputs, targets = cats.train.get(np.arange(len(cats.train)))
+        assert inputs.shape == (12, side, side, 3) and inputs.dtype == np.uint8
+        # Each decoded photo is the generated one fitted with Pillow (shorter side, centre
+        # crop), exactly: PNG storage is lossless. Same seed, same generated examples.
+        originals = _examples("cats_vs_dogs", 12, None, 0).values()
+        expected = [
+            (np.asarray(catalog.fit_image(Image.fromarray(e["image"]), (side, side))), e["label"])
+            for e in originals
+        ]
+        got = sorted((x.tobytes(), int(t)) for x, t in zip(inputs, targets))
+        assert got == sorted((x.tobytes(), t) for x, t in expected)
 
 
 def test_labels_are_cached_beside_the_records(prepared, offline):
