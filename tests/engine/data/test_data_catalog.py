@@ -7,6 +7,7 @@ through the engine's own prepare path. Every later load reads those files offlin
 
 import os
 import pickle
+import shutil
 from unittest import mock
 
 import numpy as np
@@ -204,3 +205,16 @@ def test_bad_version_and_non_image_datasets_are_one_line(tmp_path):
     with pytest.raises(ValueError) as err:
         catalog.load("imdb_reviews", data_dir=str(tmp_path))  # text, no Image feature
     assert "\n" not in str(err.value) and "image classification" in str(err.value)
+
+
+def test_tfrecord_only_data_is_one_line_asking_for_array_record(prepared, offline, tmp_path):
+    # The same prepared mnist, but its info says TFRecord (TFDS' default with TensorFlow),
+    # which has no random access.
+    data_dir, _ = prepared
+    shutil.copytree(os.path.join(data_dir, "mnist"), tmp_path / "mnist")
+    info = tmp_path / "mnist" / "3.0.1" / "dataset_info.json"
+    info.write_text(info.read_text().replace('"array_record"', '"tfrecord"'))
+    with pytest.raises(ValueError) as err:
+        catalog.load("mnist", data_dir=str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message and "file_format='array_record'" in message
