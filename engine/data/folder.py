@@ -91,9 +91,9 @@ def _scan(root: str) -> tuple[dict[str, list], tuple[str, ...], list[str]]:
                 f"({', '.join(others[:5])}); use either train/ val/ test/ or one folder per class"
             )
         layout = {split_names[d]: os.path.join(root, d) for d in dirs}
+        ignored = [e.path for e in top if not e.is_dir()]  # files beside train/ val/ test/
     else:
-        layout = {"train": root}
-    ignored = [e.path for e in top if not e.is_dir()] if len(layout) > 1 else []
+        layout, ignored = {"train": root}, []
     classes: dict[str, dict[str, str]] = {}
     for split, directory in layout.items():
         entries = _entries(directory)
@@ -247,13 +247,13 @@ class EngineImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     def _generate_examples(self, files):
         config = self.builder_config
         encoded = _parallel(lambda f: _encode(f[0], config.size, config.channels), files)
-        for index, ((path, _, _, label), (png, error)) in enumerate(zip(files, encoded)):
+        for index, ((path, _, _, label), (image, error)) in enumerate(zip(files, encoded)):
             if error is not None:
                 if not config.skip_bad_files:
                     raise _BadImage(path, error)
                 config.skipped.append(path)
                 continue
-            yield index, {"image": png, "label": label}
+            yield index, {"image": image, "label": label}
 
 
 class _BadImage(Exception):

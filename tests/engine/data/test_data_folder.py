@@ -173,3 +173,14 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     ds = folder.load(str(tmp_path / "deep"), data_dir=str(tmp_path / "data"))
     assert ds.info.input_shape == (8, 8, 1)
     np.testing.assert_array_equal(_all(ds.train)[0][0, ..., 0], pixels)
+
+
+def test_stray_files_are_ignored_with_a_warning(tmp_path):
+    root = tmp_path / "split"
+    make_digits_folder(root / "train", colour=False, chinese=False, n_per_class=2)
+    (root / "README.txt").write_text("notes")  # beside train/
+    (root / "train" / "class_0" / "notes.txt").write_text("notes")  # inside a class
+    (root / "train" / "class_0" / ".DS_Store").write_text("hidden")  # hidden: not counted
+    with pytest.warns(UserWarning, match="ignored 2 file"):
+        ds = folder.load(str(root), data_dir=str(tmp_path / "data"))
+    assert len(ds.train) == 20
