@@ -25,7 +25,7 @@ def _prepare_logits(loss: str, predictions, reduction: str, where, *, min_ndim: 
 
 
 def _zero_where_no_target(weights: jax.Array, log_probs: jax.Array) -> jax.Array:
-    """Weights * log_probs with 0 * log 0 = 0: a -inf log-probability of weight 0 adds 0.
+    """Returns weights * log_probs with 0 * log 0 = 0: a -inf log-prob of weight 0 adds 0.
 
     The log-probability is replaced before the product (not after), so the gradient of the
     discarded 0 * -inf is 0 instead of NaN.
@@ -141,9 +141,10 @@ def binary_cross_entropy(
 ) -> jax.Array:
     """Sigmoid binary cross-entropy from logits: -(w+ t log s(x) + (1 - t) log s(-x)).
 
-    s is the sigmoid, computed through ``jax.nn.log_sigmoid`` (never log(sigmoid(x)), which
-    is -inf for x < ~-88 in float32). ``pos_weight`` w+ multiplies only the positive term
-    (use negatives / positives per class to balance), as in
+    s is the sigmoid, computed through ``jax.nn.log_sigmoid`` (never log(sigmoid(x)), where
+    sigmoid underflows to 0, so log gives -inf, for x below about -88 in float32).
+    ``pos_weight`` w+ multiplies only the positive term (use negatives / positives per class
+    to balance), as in
     ``torch.nn.BCEWithLogitsLoss(pos_weight=...)``; without it the elementwise values are
     ``optax.losses.sigmoid_binary_cross_entropy``. For (batch, C) multi-label / one-vs-rest
     targets the per-example value is the MEAN over the C classes, so "mean" equals
