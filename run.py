@@ -13,7 +13,7 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 import architectures
 import losses
@@ -147,6 +147,8 @@ def main(argv) -> int:
             f"error: unexpected arguments {argv[1:]}; flags look like --name=value", file=sys.stderr
         )
         return 2
+    # orbax and tfds log every step of every save at INFO through absl; users need warnings only.
+    logging.set_verbosity(logging.WARNING)
     try:
         config = config_lib.validate(_config_from_flags())
         _init_distributed(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 LATEST = "latest"
@@ -23,9 +24,15 @@ class Checkpoints:
 
     def __init__(self, workdir: str, *, max_to_keep: int, higher_is_better: bool = True):
         root = os.path.join(os.path.abspath(workdir), "checkpoints")
+        # Asynchronous saves overlap writing with training on one process. With two CPU
+        # processes, an asynchronous save failed here in orbax's commit-time validation
+        # ("metadata from just one process"), so multi-process runs save synchronously.
+        single = jax.process_count() == 1
         self._latest = ocp.CheckpointManager(
             os.path.join(root, LATEST),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=single
+            ),
             item_names=("state", "meta"),
         )
         self._best = ocp.CheckpointManager(
@@ -35,6 +42,7 @@ class Checkpoints:
                 best_fn=lambda m: m["monitor"],
                 best_mode="max" if higher_is_better else "min",
                 create=True,
+                enable_async_checkpointing=single,
             ),
             item_names=("state", "meta"),
         )

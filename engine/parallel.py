@@ -61,13 +61,15 @@ class Plan:
         return jax.jit(train_step, donate_argnums=0)
 
     def wrap_eval(self, eval_step: Callable) -> Callable:
-        """Compiles `eval_step(state, batch)` for this mode."""
+        """Compiles `eval_step(state, batch, totals)` for this mode, donating the totals."""
         if self.mode == "pmap":
-            return jax.pmap(eval_step, axis_name=AXIS)
+            return jax.pmap(eval_step, axis_name=AXIS, donate_argnums=2)
         if self.mode == "jit":
             rep, data = self._replicated(), NamedSharding(self.mesh, P(AXIS))
-            return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
-        return jax.jit(eval_step)
+            return jax.jit(
+                eval_step, in_shardings=(rep, data, rep), out_shardings=rep, donate_argnums=2
+            )
+        return jax.jit(eval_step, donate_argnums=2)
 
     # --- placement --------------------------------------------------------------------------
     def _replicated(self) -> NamedSharding:
@@ -114,11 +116,11 @@ class Plan:
         rep = self._replicated()
         return jax.tree.map(lambda a: _put_global(a, rep), host)
 
-    def abstract_state(self, state: Any) -> Any:
-        """Shape/dtype/sharding structs for restoring a checkpoint into the global layout."""
+    def abstract_state(self, host_state: Any) -> Any:
+        """Shape/dtype/sharding structs of a host state, for restoring into the global layout."""
         rep = self._replicated()
         return jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=rep), self.read(state)
+            lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=rep), host_state
         )
 
     def from_global(self, state: Any) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from engine.state import TrainState
@@ -116,12 +117,36 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
 
 
 def make_eval_step(model, task: Task, cfg: StepConfig, axis_name: str | None = None):
-    """Returns the pure `eval_step(state, batch) -> metric sums` (no dropout, running BN stats)."""
+    """Returns the pure `eval_step(state, batch, totals) -> totals + this batch's metric sums`.
 
-    def eval_step(state: TrainState, batch: Batch):
+    Evaluation uses no dropout and BatchNorm's running statistics. The running totals are an
+    argument so that successive evaluation steps form a chain: independent steps could be run
+    in a different order on different processes, and their cross-device sums would then
+    deadlock (seen with two CPU processes); the chain also saves one dispatch per batch.
+    """
+
+    def eval_step(state: TrainState, batch: Batch, totals):
         x = preprocess(state, batch["inputs"], cfg)
         outputs = model.apply(_variables(state, state.params, cfg), x, train=False)
         metrics = task.metrics(outputs, batch["targets"], batch["mask"], state.norm)
-        return _psum(metrics, axis_name)
+        return jax.tree.map(jnp.add, totals, _psum(metrics, axis_name))
 
     return eval_step
+
+
+def metric_zeros(model, task: Task, cfg: StepConfig, abstract_state, batch: Batch):
+    """Zero metric sums shaped like `eval_step`'s totals (shapes only: nothing is compiled).
+
+    Args:
+      abstract_state: the state's ShapeDtypeStructs (or arrays).
+      batch: a host batch (one row is enough).
+    """
+
+    def one_batch(state, batch):
+        x = preprocess(state, batch["inputs"], cfg)
+        outputs = model.apply(_variables(state, state.params, cfg), x, train=False)
+        return task.metrics(outputs, batch["targets"], batch["mask"], state.norm)
+
+    row = jax.tree.map(lambda v: v[:1], batch)
+    shapes = jax.eval_shape(one_batch, abstract_state, row)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)

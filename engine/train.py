@@ -53,13 +53,27 @@ def _check_workdir(config: Config, workdir: str) -> None:
         )
 
 
-def run_epoch_eval(eval_step, state, loader, plan) -> dict:
-    """Evaluates every example of `loader` once (padded rows masked); returns metric sums."""
-    totals = None
+def run_epoch_eval(eval_step, state, loader, plan, zeros: dict) -> dict:
+    """Evaluates every example of `loader` once (padded rows masked); returns metric sums.
+
+    Args:
+      eval_step: the wrapped `eval_step(state, batch, totals)`.
+      zeros: host zero totals (`steps.metric_zeros`).
+    """
+    totals = plan.place_state(zeros)
     for batch in loader.epoch(0):
-        m = eval_step(state, plan.place_batch(batch))
-        totals = m if totals is None else _accumulate(totals, m)
+        totals = eval_step(state, plan.place_batch(batch), totals)
     return plan.read(totals)
+
+
+def _sample_batch(run: Run) -> dict:
+    """A one-row host batch of the dataset's shapes (for shape-only tracing)."""
+    info = run.splits.info
+    targets = (
+        np.zeros((1, info.target_dim), np.float32) if info.target_dim else np.zeros(1, np.int32)
+    )
+    inputs = np.zeros((1, *info.input_shape), np.float32)
+    return {"inputs": inputs, "targets": targets, "mask": np.ones(1, bool)}
 
 
 def _progress(plan, config, total, epoch):
@@ -118,9 +132,9 @@ def train_and_evaluate(config: Config) -> dict:
     tx = optim.make(config, steps_per_epoch)
     sample = np.zeros((1, *run.input_shape), np.float32)
     host_state = state_lib.create(model, tx, seed=config.seed, sample_input=sample, norm=run.norm)
-    params = architectures.count_params(model, run.input_shape)
+    params = architectures.count_params(model, (1, *run.input_shape))
     _say(plan, *run.notes)
-    _say(plan, architectures.summary(model, run.input_shape))
+    _say(plan, architectures.summary(model, (1, *run.input_shape)))
     if config.summary:
         return {"params": params}
     _say(
@@ -137,9 +151,10 @@ def train_and_evaluate(config: Config) -> dict:
     abstract = plan.abstract_state(host_state)
     axis = plan.axis_name
     eval_step = plan.wrap_eval(steps.make_eval_step(model, task, run.step_config, axis))
+    zeros = steps.metric_zeros(model, task, run.step_config, abstract, _sample_batch(run))
     try:
         if config.mode == "eval":
-            return _test(config, plan, ckpt, abstract, eval_step, run, workdir)
+            return _test(plan, ckpt, abstract, eval_step, zeros, run, workdir)
         state = plan.place_state(host_state)
         del host_state
         start_epoch, best = 0, {"monitor": -np.inf, "epoch": 0, "val": None}
@@ -156,7 +171,7 @@ def train_and_evaluate(config: Config) -> dict:
         epoch = start_epoch
         for epoch in range(start_epoch, config.epochs):
             state, train_m, seconds = _train_one_epoch(train_step, state, run, plan, config, epoch)
-            val_m = tasks.summarize(run_epoch_eval(eval_step, state, run.val_loader, plan))
+            val_m = tasks.summarize(run_epoch_eval(eval_step, state, run.val_loader, plan, zeros))
             monitor = val_m[task.monitor]
             is_best = bool(monitor > best["monitor"])
             if is_best:
@@ -194,7 +209,7 @@ def train_and_evaluate(config: Config) -> dict:
         if epoch < config.epochs:
             _say(plan, f"stopped after epoch {epoch}; run the same command again to resume")
             return {"stopped_at": epoch, "best_epoch": best["epoch"], "best_val": best["val"]}
-        results = _test(config, plan, ckpt, abstract, eval_step, run, workdir)
+        results = _test(plan, ckpt, abstract, eval_step, zeros, run, workdir)
         results.update(best_epoch=best["epoch"], best_val=best["val"])
         compiles = getattr(train_step, "_cache_size", None)
         results["train_step_compilations"] = compiles() if compiles else None
@@ -205,14 +220,14 @@ def train_and_evaluate(config: Config) -> dict:
         ckpt.close()
 
 
-def _test(config, plan, ckpt, abstract, eval_step, run: Run, workdir) -> dict:
+def _test(plan, ckpt, abstract, eval_step, zeros, run: Run, workdir) -> dict:
     """Evaluates the best checkpoint (the latest if none is marked best) on the test split once."""
     which = checkpoint.BEST if ckpt.latest_epoch(checkpoint.BEST) is not None else checkpoint.LATEST
     if ckpt.latest_epoch(which) is None:
         raise ConfigError(f"no checkpoint in {workdir}; train first (--mode=train)")
     restored, meta = ckpt.restore(abstract, which=which)
     state = plan.from_global(restored)
-    test_m = tasks.summarize(run_epoch_eval(eval_step, state, run.test_loader, plan))
+    test_m = tasks.summarize(run_epoch_eval(eval_step, state, run.test_loader, plan, zeros))
     _say(
         plan,
         f"test ({len(run.splits.test)} examples, {which} checkpoint from epoch {meta['epoch']}): "

@@ -14,6 +14,7 @@ def fast_config(data_dir: str, workdir: str, **overrides) -> Config:
         workdir=workdir,
         hidden_sizes=(32,),
         epochs=2,
+        lr=1e-2,
         batch_size=64,
         progress=False,
         parallel="none",
@@ -29,3 +30,18 @@ def read_lines(workdir: str, name: str = "metrics.jsonl") -> list[str]:
 def read_json(workdir: str, name: str) -> dict:
     with open(os.path.join(workdir, name), encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_state(state_dir: str) -> dict:
+    """A checkpointed state read with orbax directly onto this process's first device.
+
+    Restoring with an explicit target works whatever device layout the checkpoint was saved from.
+    """
+    import jax
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    tree = checkpointer.metadata(state_dir).item_metadata.tree
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    return checkpointer.restore(state_dir, target)

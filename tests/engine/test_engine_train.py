@@ -5,9 +5,8 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from engine_helpers import fast_config, read_json, read_lines
+from engine_helpers import fast_config, read_json, read_lines, read_state
 
 from engine.train import train_and_evaluate
 
@@ -16,15 +15,14 @@ def _latest_params(workdir):
     """Parameters of the newest 'latest' checkpoint, read with orbax independently of the engine."""
     root = os.path.join(workdir, "checkpoints", "latest")
     step = max(int(d) for d in os.listdir(root) if d.isdigit())
-    tree = ocp.StandardCheckpointer().restore(os.path.join(root, str(step), "state"))
-    return tree["params"]
+    return read_state(os.path.join(root, str(step), "state"))["params"]
 
 
 def test_default_digits_run_reports_all_splits(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     results = train_and_evaluate(fast_config(data_dir, workdir, epochs=3))
-    # digits has 1797 examples (scikit-learn docs); 30% test, then 10% of the rest for validation.
-    assert results["test"]["count"] == 540
+    # digits has 1797 examples (scikit-learn docs); 30% held out: round(0.3 * 1797) = 539.
+    assert results["test"]["count"] == 539
     # Far above chance (0.1) after three epochs of a small MLP.
     assert results["test"]["accuracy"] > 0.8
     lines = read_lines(workdir)
@@ -67,7 +65,7 @@ def test_regression_reports_mae_rmse_r2(data_dir, tmp_path):
     )
     test = results["test"]
     assert set(test) >= {"loss", "mae", "rmse", "r2"}
-    # 442 rows in diabetes (scikit-learn docs), 30% held out: ceil(0.3 * 442) = 133.
+    # 442 rows in diabetes (scikit-learn docs), 30% held out: round(0.3 * 442) = 133.
     assert test["count"] == 133
     assert test["rmse"] >= test["mae"] > 0
 

@@ -1,0 +1,212 @@
+"""Data parallelism: jit with shardings and pmap agree with one device; multi-process runs.
+
+Several devices are simulated with XLA_FLAGS in subprocesses, so this test session keeps one.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from engine_helpers import read_state
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ)
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([ROOT, HERE]),
+    )
+    return env
+
+
+def _load(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "resnet"])
+def test_jit_and_pmap_on_four_devices_match_one_device(arch, tmp_path, data_dir):
+    out = str(tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "parallel_worker.py"),
+            out,
+            data_dir,
+            arch,
+            "none",
+            "jit",
+            "pmap",
+        ],
+        env=_env(4),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "devices 4" in done.stdout
+    single = _load(os.path.join(out, f"{arch}-none.npz"))
+    for mode in ("jit", "pmap"):
+        other = _load(os.path.join(out, f"{arch}-{mode}.npz"))
+        assert other.keys() == single.keys()
+        for key in single:
+            # Same global batch, same order: equal up to float32 summation order.
+            np.testing.assert_allclose(other[key], single[key], rtol=2e-4, atol=2e-5, err_msg=key)
+    if arch == "resnet":
+        assert any("batch_stats" in k for k in single)  # BatchNorm statistics were compared
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_cli(flags, devices, timeout=600, **popen):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "run.py"), *flags],
+        env=_env(devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def _two_processes(flags):
+    port = _free_port()
+    procs = [
+        _run_cli(
+            [
+                *flags,
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            devices=2,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return [o for o, _ in outs]
+
+
+def test_two_processes_with_resume_match_one_process_on_four_devices(tmp_path, data_dir):
+    common = [
+        f"--data_dir={data_dir}",
+        "--hidden_sizes=32",
+        "--batch_size=32",
+        "--epochs=2",
+        "--test_fraction=0.8",
+        "--optimizer=momentum",
+        "--lr=0.05",
+        "--noprogress",
+    ]
+    single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
+    single = _run_cli([*common, f"--workdir={single_dir}"], devices=4)
+    out, err = single.communicate(timeout=600)
+    assert single.returncode == 0, err[-3000:]
+
+    # Two processes x two devices: stop after epoch 1 (a checkpoint), then resume to epoch 2.
+    first = _two_processes([*common, f"--workdir={multi_dir}", "--stop_after_epoch=1"])
+    second = _two_processes([*common, f"--workdir={multi_dir}"])
+    assert "resumed from" in second[0]
+    for outs in (first, second):
+        assert "epoch" in outs[0]
+        # Only process 0 prints (gloo's own C++ connection notices are not ours to silence).
+        assert [line for line in outs[1].splitlines() if not line.startswith("[Gloo]")] == []
+
+    def params(workdir):
+        path = os.path.join(workdir, "checkpoints", "latest", "2", "state")
+        return jax.tree.leaves(read_state(path)["params"])
+
+    for a, b in zip(params(single_dir), params(multi_dir)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    with open(os.path.join(multi_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        assert len(f.read().splitlines()) == 2  # written once, by process 0
+
+
+def test_batch_not_dividing_devices_is_one_line(tmp_path, data_dir):
+    proc = _run_cli([f"--data_dir={data_dir}", f"--workdir={tmp_path}/w", "--batch_size=30"], 4)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not divide by the 4 devices" in lines[0]
+
+
+def test_train_step_with_accumulation_equals_one_large_batch():
+    """Two micro-steps of 16 with --grad_accum_steps=2 = one step of 32 (BatchNorm-free)."""
+    import architectures
+    from engine import optim, steps, tasks
+    from engine import state as state_lib
+    from engine.config import Config
+    from engine.data.source import DatasetInfo
+
+    info = DatasetInfo("toy", "classification", (8,), num_classes=3)
+    rng = np.random.default_rng(0)
+    batch = {
+        "inputs": rng.normal(size=(32, 8)).astype(np.float32),
+        "targets": rng.integers(0, 3, 32).astype(np.int32),
+        "mask": np.ones(32, bool),
+    }
+    model = architectures.get("mlp", num_classes=3, hidden_sizes=(16,))
+    norm = {"input_shift": np.zeros(8, np.float32), "input_scale": np.ones(8, np.float32)}
+    results = []
+    for k, parts in ((1, [slice(0, 32)]), (2, [slice(0, 16), slice(16, 32)])):
+        config = Config(optimizer="momentum", lr=0.1, schedule="constant", grad_accum_steps=k)
+        tx = optim.make(config, 2)
+        task = tasks.make(config, info)
+        state = state_lib.create(model, tx, seed=0, sample_input=batch["inputs"][:1], norm=norm)
+        step = jax.jit(steps.make_train_step(model, tx, task, steps.StepConfig()))
+        for part in parts:
+            state, _ = step(state, {key: v[part] for key, v in batch.items()})
+        results.append(state.params)
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_keeps_float32_parameters_and_still_overfits():
+    from sklearn.datasets import load_digits
+
+    import architectures
+    from engine import optim, steps, tasks
+    from engine import state as state_lib
+    from engine.config import Config
+    from engine.data.source import DatasetInfo
+
+    digits = load_digits()
+    x = digits.images[:32, :, :, None].astype(np.float32) / 16.0
+    y = digits.target[:32].astype(np.int32)
+    info = DatasetInfo("digits", "classification", (8, 8, 1), num_classes=10)
+    config = Config(arch="lenet", optimizer="adam", lr=3e-3, schedule="constant", dtype="bfloat16")
+    spec = architectures.spec("lenet")
+    model = architectures.get("lenet", num_classes=10, dtype="bfloat16")
+    tx = optim.make(config, 1)
+    norm = {"input_shift": np.zeros(1, np.float32), "input_scale": np.ones(1, np.float32)}
+    size = spec.min_image_size
+    cfg = steps.StepConfig(image_size=size)
+    sample = np.zeros((1, size, size, 1), np.float32)
+    state = state_lib.create(model, tx, seed=0, sample_input=sample, norm=norm)
+    step = jax.jit(
+        steps.make_train_step(model, tx, tasks.make(config, info), cfg), donate_argnums=0
+    )
+    batch = {"inputs": x, "targets": y, "mask": np.ones(32, bool)}
+    first = None
+    for _ in range(150):
+        state, m = step(state, batch)
+        first = first if first is not None else float(m["loss_sum"] / m["weight_sum"])
+    last = float(m["loss_sum"] / m["weight_sum"])
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
+    assert last < 0.05 * first, (first, last)
+    assert float(m["correct"]) == 32
