@@ -1,5 +1,6 @@
-"""Run in a subprocess with several simulated CPU devices: trains one configuration per parallel
-mode on the same data and saves the final parameters and batch statistics, for comparison.
+"""Subprocess worker: trains one config per parallel mode and saves the final parameters.
+
+Run with several simulated CPU devices; it saves params and batch statistics for comparison.
 """
 
 import dataclasses

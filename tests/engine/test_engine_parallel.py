@@ -115,7 +115,7 @@ def test_two_processes_with_resume_match_one_process_on_four_devices(tmp_path, d
     ]
     single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
     single = _run_cli([*common, f"--workdir={single_dir}"], devices=4)
-    out, err = single.communicate(timeout=600)
+    _, err = single.communicate(timeout=600)
     assert single.returncode == 0, err[-3000:]
 
     # Two processes x two devices: stop after epoch 1 (a checkpoint), then resume to epoch 2.
