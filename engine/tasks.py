@@ -137,10 +137,13 @@ def _classification(config: Config, info: DatasetInfo, class_weights) -> Task:
     def per_example(outputs, targets, mask):
         outputs = outputs.astype(jnp.float32)
         if name == "cross_entropy":
+            # The loss weights each class's term itself (PyTorch's definition, which differs
+            # from weighting the example when labels are smoothed); the engine normalises.
             return fn(
                 outputs,
                 targets,
                 label_smoothing=config.label_smoothing,
+                class_weights=weights,
                 reduction="none",
                 where=mask,
             )
@@ -173,7 +176,7 @@ def _classification(config: Config, info: DatasetInfo, class_weights) -> Task:
         del norm
         w = example_weights(targets, mask)
         values = per_example(outputs, targets, mask)
-        if weights is not None:
+        if weights is not None and name != "cross_entropy":
             values = values * weights[targets]
         return values, w
 
