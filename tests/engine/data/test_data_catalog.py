@@ -8,70 +8,23 @@ through the engine's own prepare path. Every later load reads those files offlin
 import os
 import pickle
 import shutil
-from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from catalog_fixtures import CIFAR10_NAMES, examples, prepare
 from PIL import Image
 
 from engine.data import catalog
-
-NUM_CLASSES = {"cifar10": 10, "mnist": 10, "cats_vs_dogs": 2}
-CIFAR10_NAMES = (  # CIFAR-10's batches.meta.txt, which TFDS' cifar10 builder reads the names from
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
-
-
-def _examples(name, n, shape, seed):
-    rng = np.random.default_rng(seed)
-    examples = {}
-    for i in range(n):
-        if name == "cats_vs_dogs":  # photos of any size: 20..60 x 20..60
-            shape = (*rng.integers(20, 61, size=2), 3)
-        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        example = {"image": image, "label": int(rng.integers(0, NUM_CLASSES[name]))}
-        if name == "cifar10":
-            example["id"] = f"train_{i:05d}"
-        if name == "cats_vs_dogs":
-            example["image/filename"] = f"{i}.jpg"
-        examples[i] = example
-    return examples
-
-
-def _prepare(name, data_dir, shape, sizes):
-    """Prepares `name` through catalog.load, generated examples standing in for the download.
-
-    Returns {split: {image bytes: label}}.
-    """
-    splits = {
-        split: _examples(name, n, shape, seed) for seed, (split, n) in enumerate(sizes.items())
-    }
-
-    def split_generators(self, dl_manager):
-        del dl_manager
-        if name == "cifar10":  # the real one reads these from the archive's batches.meta.txt
-            self.info.features["label"].names = list(CIFAR10_NAMES)
-        return {split: iter(examples.items()) for split, examples in splits.items()}
-
-    with (
-        mock.patch.object(tfds.builder_cls(name), "_split_generators", split_generators),
-        mock.patch.object(catalog, "_online", return_value=True),
-    ):
-        catalog.load(name, data_dir=data_dir)
-    return {
-        split: {e["image"].tobytes(): e["label"] for e in examples.values()}
-        for split, examples in splits.items()
-    }
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("catalog"))
     truth = {
-        "cifar10": _prepare("cifar10", data_dir, (32, 32, 3), {"train": 40, "test": 12}),
-        "mnist": _prepare("mnist", data_dir, (28, 28, 1), {"train": 30, "test": 10}),
-        "cats_vs_dogs": _prepare("cats_vs_dogs", data_dir, None, {"train": 12}),
+        "cifar10": prepare("cifar10", data_dir, (32, 32, 3), {"train": 40, "test": 12}),
+        "mnist": prepare("mnist", data_dir, (28, 28, 1), {"train": 30, "test": 10}),
+        "cats_vs_dogs": prepare("cats_vs_dogs", data_dir, None, {"train": 12}),
     }
     return data_dir, truth
 
@@ -133,7 +86,7 @@ def test_versioned_name_and_variable_size_images(prepared, offline):
         assert inputs.shape == (12, side, side, 3) and inputs.dtype == np.uint8
         # Each decoded photo is the generated one fitted with Pillow (shorter side, centre
         # crop), exactly: PNG storage is lossless. Same seed, same generated examples.
-        originals = _examples("cats_vs_dogs", 12, None, 0).values()
+        originals = examples("cats_vs_dogs", 12, None, 0).values()
         expected = [
             (np.asarray(catalog.fit_image(Image.fromarray(e["image"]), (side, side))), e["label"])
             for e in originals
