@@ -18,13 +18,16 @@ Family options: depth (vgg 11/13/16/19, resnet 18/34/50/101/152), hidden_sizes (
 (channel multiplier, conv nets), aux_heads (googlenet), zero_init_residual and stem (resnet).
 
 >>> import jax, jax.numpy as jnp
->>> model = get("resnet", num_classes=10, depth=18, width=0.25)
->>> x = jnp.zeros((2, 8, 8, 1))
->>> variables = model.init(jax.random.key(0), x, train=False)
+>>> model = get("mlp", num_classes=10, hidden_sizes=(32,), batchnorm=True)
+>>> x = jnp.zeros((4, 8, 8, 1))
+>>> variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
 >>> sorted(variables)
 ['batch_stats', 'params']
->>> model.apply(variables, x, train=False).shape
-(2, 10)
+>>> logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+>>> logits.shape, logits.dtype
+((4, 10), dtype('float32'))
+>>> spec("resnet").min_image_size, count_params(get("resnet", num_classes=10), (1, 32, 32, 3))
+(8, 11173962)
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import flax.linen as nn
 
 from architectures import alexnet, googlenet, lenet, mlp, nin, resnet, vgg
 from architectures.spec import ArchSpec, PaperCount, resolve_options
-from architectures.summary import Layer, count_params, layers, summary
+from architectures.summary import Layer, count_params, layers, summary, variable_shapes
 
 _REGISTRY: dict[str, tuple[ArchSpec, type[nn.Module]]] = {
     "mlp": (mlp.SPEC, mlp.MLP),
@@ -97,4 +100,5 @@ __all__ = [
     "names",
     "spec",
     "summary",
+    "variable_shapes",
 ]

@@ -34,8 +34,8 @@ def activation(name: str, *, leaky_slope: float = 0.01) -> Callable[[jax.Array],
     Returns:
         A function from an array to an array of the same shape.
 
-    >>> float(activation("leaky_relu", leaky_slope=0.2)(jnp.array(-1.0)))
-    -0.2
+    >>> activation("leaky_relu", leaky_slope=0.2)(jnp.array([-1.0, 2.0])).tolist()
+    [-0.20000000298023224, 2.0]
     """
     if name == "relu":
         return nn.relu

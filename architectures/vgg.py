@@ -79,7 +79,7 @@ SPEC = ArchSpec(
     paper_params=tuple(
         PaperCount(
             f"VGG-{depth}{'-BN' if bn else ''}",
-            (("depth", depth), ("batchnorm", bn)),
+            (("depth", depth), ("batchnorm", True)) if bn else (("depth", depth),),
             (1, 224, 224, 3),
             1000,
             count,

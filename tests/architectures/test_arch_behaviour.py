@@ -1,0 +1,304 @@
+"""Every architecture trains under jit; dropout, BatchNorm, aux heads and dtypes work as documented.
+
+The training loop is a tiny optax loop written here (the engine's own loop has its own tests): a
+jitted Adam step on one small batch, which a working net must overfit (the classic sanity check).
+Models use small widths and the smallest depth so the file stays fast on a 2-core CPU; the init
+uses an "rbg" key, which XLA:CPU compiles several times faster than threefry for deep nets.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.datasets import load_digits
+
+import architectures
+from architectures.resnet import ResidualBlock
+
+BATCH = 16
+STEPS = 40
+AUX_WEIGHT = 0.3  # the GoogLeNet paper's weight for each auxiliary loss
+# Slow to compile on 2 CPU cores (many convolutions); the other configuration of the same
+# architecture runs in the default test set.
+HEAVY = ("vgg", "googlenet")
+
+
+def small(name: str, **options):
+    """The smallest configuration of `name` (CPU-sized), with options on top."""
+    spec = architectures.spec(name)
+    base = {}
+    if "width" in spec.options:
+        base["width"] = 0.25 if name == "nin" else 0.125
+    if "depth" in spec.options:
+        base["depth"] = min(spec.depths)
+    if "hidden_sizes" in spec.options:
+        base["hidden_sizes"] = (32, 32)
+    base.update(options)
+    return architectures.get(name, num_classes=10, **base)
+
+
+def digits_batch(size: int):
+    """BATCH real 8x8 digits (scikit-learn's bundled set), resized on device to size x size."""
+    digits = load_digits()
+    x = jnp.asarray(digits.images[:BATCH, :, :, None] / 16.0, jnp.float32)
+    if size > 8:  # what the engine does for nets with a larger minimum
+        x = jax.image.resize(x, (BATCH, size, size, 1), method="bilinear")
+    return x, jnp.asarray(digits.target[:BATCH])
+
+
+def synthetic_batch(size: int):
+    """BATCH 32x32x3 images: a random prototype per class plus noise; resized up where needed."""
+    kp, kx, ky = jax.random.split(jax.random.key(42), 3)
+    y = jax.random.randint(ky, (BATCH,), 0, 10)
+    prototypes = jax.random.normal(kp, (10, 32, 32, 3))
+    x = prototypes[y] + 0.5 * jax.random.normal(kx, (BATCH, 32, 32, 3))
+    if size > 32:
+        x = jax.image.resize(x, (BATCH, size, size, 3), method="bilinear")
+    return x, y
+
+
+@functools.cache
+def _init(model, shape):
+    key = jax.random.key(0, impl="rbg")
+    return jax.jit(lambda x: model.init({"params": key}, x, train=False))(jnp.zeros(shape))
+
+
+def init(model, x):
+    """Initial variables (they depend on the input's shape only; cached across tests)."""
+    return _init(model, x.shape)
+
+
+def ce(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def train(model, x, y, steps=STEPS, lr=1e-3):
+    """Runs `steps` jitted Adam steps on one batch; returns the losses and the final variables.
+
+    The loss adds AUX_WEIGHT x the loss of every sown auxiliary output, as the engine does.
+    """
+    variables = init(model, x)
+    params, stats = variables["params"], variables.get("batch_stats")
+    tx = optax.adam(lr)
+    opt_state = tx.init(params)
+
+    def loss_fn(params, stats, key):
+        collections = {"params": params} | ({"batch_stats": stats} if stats is not None else {})
+        logits, updates = model.apply(
+            collections,
+            x,
+            train=True,
+            rngs={"dropout": key},
+            mutable=["batch_stats", "aux_outputs"],
+        )
+        loss = ce(logits, y)
+        for (aux,) in updates.get("aux_outputs", {}).values():
+            loss = loss + AUX_WEIGHT * ce(aux, y)
+        return loss, updates.get("batch_stats")
+
+    @jax.jit
+    def step(params, stats, opt_state, key):
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), stats, opt_state, loss
+
+    losses = []
+    for i in range(steps):
+        params, stats, opt_state, loss = step(params, stats, opt_state, jax.random.key(i))
+        losses.append(float(loss))
+    final = {"params": params} | ({"batch_stats": stats} if stats is not None else {})
+    return np.array(losses), final, variables
+
+
+def input_size(name: str) -> int:
+    return max(architectures.spec(name).min_image_size, 8)
+
+
+def assert_overfits(losses):
+    assert np.all(np.isfinite(losses)), losses
+    # One batch, 40 steps: the loss must fall clearly (the mean over the last steps smooths the
+    # noise that dropout adds).
+    assert losses[-5:].mean() < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", architectures.names())
+def test_trains_on_digits_with_dropout_and_batchnorm(name):
+    x, y = digits_batch(input_size(name))
+    if name == "mlp":
+        x = x.reshape(BATCH, -1)
+    model = small(name, dropout=0.2, batchnorm=True)
+    losses, final, initial = train(model, x, y)
+    assert_overfits(losses)
+    # Training updated the BatchNorm running statistics (they are state, not parameters).
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), final["batch_stats"],
+                         initial["batch_stats"])  # fmt: skip
+    assert all(jax.tree.leaves(moved))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in architectures.names()],
+)
+def test_trains_on_synthetic_rgb_without_dropout_or_batchnorm(name):
+    x, y = synthetic_batch(max(input_size(name), 32))
+    # He initialisation: what plain ReLU nets without BatchNorm need (He et al. 2015).
+    model = small(name, dropout=0.0, batchnorm=False, init="he")
+    losses, final, _ = train(model, x, y)
+    assert_overfits(losses)
+    assert set(final) == {"params"}  # no batch_stats collection without BatchNorm
+
+
+def test_dropout_is_off_in_eval_and_on_in_training_with_inverted_scaling():
+    rate, width = 0.3, 4096
+    model = architectures.get("mlp", num_classes=None, hidden_sizes=(width,), dropout=rate)
+    x = jax.random.normal(jax.random.key(0), (2, 16))
+    variables = init(model, x)
+    apply = jax.jit(
+        lambda x, key, train: model.apply(variables, x, train=train, rngs={"dropout": key}),
+        static_argnames="train",
+    )
+    eval_a, eval_b = apply(x, jax.random.key(1), False), apply(x, jax.random.key(2), False)
+    np.testing.assert_array_equal(eval_a, eval_b)  # deterministic in evaluation
+    train_a, train_b = apply(x, jax.random.key(1), True), apply(x, jax.random.key(2), True)
+    assert not np.array_equal(train_a, train_b)  # two rngs, two masks
+    # Inverted dropout: every unit is either dropped (0) or kept and scaled by 1 / (1 - p).
+    eval_a, train_a = np.asarray(eval_a), np.asarray(train_a)
+    live = eval_a != 0  # ReLU zeros stay zero either way
+    kept = live & (train_a != 0)
+    np.testing.assert_allclose(train_a[kept], eval_a[kept] / (1 - rate), rtol=1e-5)
+    # The dropped fraction is p: binomial with n = live units, 5 standard deviations.
+    n = live.sum()
+    dropped = (live & (train_a == 0)).sum() / n
+    assert abs(dropped - rate) < 5 * np.sqrt(rate * (1 - rate) / n)
+
+
+def test_googlenet_aux_heads_change_training_loss_not_eval_output():
+    x, y = digits_batch(15)
+    model = small("googlenet", dropout=0.2, batchnorm=True)  # as the digits training test
+    plain = small("googlenet", dropout=0.2, batchnorm=True, aux_heads=False)
+    variables = init(model, x)
+    # The aux heads' parameters exist even though init ran with train=False (stable checkpoints).
+    assert {"aux1_head", "aux2_head"} <= set(variables["params"])
+    trunk = {
+        "params": {k: v for k, v in variables["params"].items() if not k.startswith("aux")},
+        "batch_stats": variables["batch_stats"],
+    }
+
+    @jax.jit
+    def run(variables, trunk):
+        train_out, train_sown = model.apply(
+            variables,
+            x,
+            train=True,
+            rngs={"dropout": jax.random.key(0)},
+            mutable=["batch_stats", "aux_outputs"],
+        )
+        eval_out, eval_sown = model.apply(variables, x, train=False, mutable=["aux_outputs"])
+        return train_out, train_sown["aux_outputs"], eval_out, eval_sown, plain.apply(trunk, x)
+
+    logits, aux, eval_out, eval_sown, plain_out = run(variables, trunk)
+    assert sorted(aux) == ["aux1", "aux2"]
+    assert all(a[0].shape == (BATCH, 10) and a[0].dtype == jnp.float32 for a in aux.values())
+    main_loss = ce(logits, y)
+    total = main_loss + AUX_WEIGHT * sum(ce(a[0], y) for a in aux.values())
+    assert float(total) > float(main_loss) + 1e-3  # each aux term is a positive cross-entropy
+    # Evaluation: nothing is sown and the output is that of the same net without aux heads.
+    assert eval_sown == {}
+    np.testing.assert_array_equal(eval_out, plain_out)
+
+
+def test_bfloat16_compute_keeps_float32_params_stats_and_outputs():
+    model = small("lenet", dtype="bfloat16", batchnorm=True)
+    x, _ = digits_batch(32)
+    variables = init(model, x)
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables))
+
+    @jax.jit
+    def run(variables):
+        return model.apply(
+            variables, x, train=True, mutable=["batch_stats", "intermediates"],
+            capture_intermediates=lambda mdl, _: type(mdl).__name__ == "Conv",
+        )  # fmt: skip
+
+    out, updates = run(variables)
+    assert out.dtype == jnp.float32  # logits leave the net in float32 for the loss
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(updates["batch_stats"]))
+    conv_outputs = jax.tree.leaves(updates["intermediates"])
+    assert conv_outputs and all(v.dtype == jnp.bfloat16 for v in conv_outputs)
+
+
+def test_zero_init_residual_starts_each_block_at_identity():
+    x, _ = digits_batch(8)
+    params = init(small("resnet", dropout=0.2, batchnorm=True), x)["params"]  # option on: default
+    blocks = [k for k in params if k.startswith("layer")]
+    assert len(blocks) == 8  # ResNet-18: 2 blocks in each of 4 stages
+    for block in blocks:
+        assert not np.any(params[block]["conv2"]["bn"]["scale"])  # last BatchNorm scale is zero
+        assert np.all(params[block]["conv1"]["bn"]["scale"] == 1)
+    # Each block is then the identity on its (non-negative) input: relu(0 + x) = x.
+    block = ResidualBlock(features=4, batchnorm=True)
+    h = jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 5, 5, 4)))
+    np.testing.assert_allclose(jax.jit(block.init_with_output)(jax.random.key(1), h)[0], h)
+    # Option off: every BatchNorm scale starts at one.
+    off = ResidualBlock(features=4, batchnorm=True, zero_init_residual=False)
+    assert np.all(jax.jit(off.init)(jax.random.key(1), h)["params"]["conv2"]["bn"]["scale"] == 1)
+    # Without BatchNorm the last conv's kernel starts at zero instead.
+    plain = ResidualBlock(features=4, batchnorm=False)
+    assert not np.any(
+        jax.jit(plain.init)(jax.random.key(1), h)["params"]["conv2"]["conv"]["kernel"]
+    )
+
+
+def test_bn_axis_name_gives_global_batch_statistics_across_devices():
+    # vmap over a named axis stands in for pmap: statistics must be those of the whole batch.
+    x = jax.random.normal(jax.random.key(0), (8, 5)) * 3 + 1
+    single = architectures.get("mlp", num_classes=3, hidden_sizes=(4,), batchnorm=True)
+    shared = architectures.get(
+        "mlp", num_classes=3, hidden_sizes=(4,), batchnorm=True, bn_axis_name="devices"
+    )
+    variables = init(single, x)
+    _, ref = jax.jit(lambda v: single.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
+
+    def per_device(xs):
+        return shared.apply(variables, xs, train=True, mutable=["batch_stats"])[1]
+
+    split = jax.jit(jax.vmap(per_device, axis_name="devices"))(x.reshape(2, 4, 5))
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(split)):
+        np.testing.assert_allclose(b[0], a, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b[1], a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("init_name", "std"),
+    [("lecun", lambda fan_in: np.sqrt(1 / fan_in)), ("he", lambda fan_in: np.sqrt(2 / fan_in)),
+     ("xavier", lambda fan_in: np.sqrt(2 / (fan_in + 512))), ("normal", lambda fan_in: 0.02)],
+)  # fmt: skip
+def test_init_option_sets_the_kernel_distribution(init_name, std):
+    # Reference stds: LeCun (1998), He et al. (2015), Glorot & Bengio (2010), DCGAN's N(0, 0.02).
+    fan_in = 1024
+    model = architectures.get("mlp", num_classes=None, hidden_sizes=(512,), init=init_name)
+    kernel = init(model, jnp.zeros((1, fan_in)))["params"]["dense0"]["kernel"]
+    assert kernel.shape == (fan_in, 512)
+    assert abs(float(np.std(kernel)) / std(fan_in) - 1) < 0.02  # 5e5 samples: ~0.1% sd
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "gelu", "tanh", "sigmoid"])
+def test_activation_option_is_used_by_the_net(name):
+    # A one-hidden-layer MLP with identity-like weights exposes the activation directly.
+    x = jnp.linspace(-3, 3, 8)[None, :]
+    model = architectures.get(
+        "mlp", num_classes=None, hidden_sizes=(8,), activation=name, leaky_slope=0.2
+    )
+    params = {"dense0": {"kernel": jnp.eye(8), "bias": jnp.zeros(8)}}
+    out = jax.jit(model.apply)({"params": params}, x)
+    reference = {  # jax.nn's definitions (gelu: the exact erf form)
+        "relu": jax.nn.relu(x),
+        "leaky_relu": jnp.where(x > 0, x, 0.2 * x),
+        "gelu": jax.nn.gelu(x, approximate=False),
+        "tanh": jnp.tanh(x),
+        "sigmoid": jax.nn.sigmoid(x),
+    }[name]
+    np.testing.assert_allclose(out, reference, rtol=1e-6, atol=1e-6)
