@@ -1,0 +1,45 @@
+"""Every registered architecture x a classification and a regression loss, end to end.
+
+Each pairing runs the real orchestrating function for a few steps on a tiny image folder: it must
+build, train, checkpoint and test without error and with finite numbers.
+"""
+
+import math
+
+import pytest
+from engine_helpers import fast_config
+from folder_fixtures import make_digits_folder
+
+import architectures
+from engine.train import train_and_evaluate
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """80 grey 8x8 digit PNGs in class folders: 50 train / 6 val / 24 test examples."""
+    root = tmp_path_factory.mktemp("tiny") / "digits"
+    make_digits_folder(root, colour=False, chinese=False, n_per_class=8)
+    return f"folder:{root}"
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "huber"])
+@pytest.mark.parametrize("arch", architectures.names())
+def test_every_architecture_trains_with_each_kind_of_loss(
+    arch, loss, tiny_folder, data_dir, tmp_path
+):
+    spec = architectures.spec(arch)
+    options = {"width": 0.25} if "width" in spec.options else {}
+    config = fast_config(
+        data_dir,
+        str(tmp_path / "w"),
+        dataset=tiny_folder,
+        arch=arch,
+        loss=loss,
+        epochs=1,
+        batch_size=16,
+        **options,
+    )
+    results = train_and_evaluate(config)
+    assert results["test"]["count"] == 24
+    assert math.isfinite(results["test"]["loss"])
+    assert results["train_step_compilations"] == 1
