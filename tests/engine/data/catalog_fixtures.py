@@ -20,7 +20,7 @@ CIFAR10_NAMES = (  # CIFAR-10's batches.meta.txt, which TFDS' cifar10 builder re
 )  # fmt: skip
 
 
-def examples(name: str, n: int, shape, seed: int) -> dict[int, dict]:
+def examples(name: str, n: int, shape, seed: int, learnable: bool = False) -> dict[int, dict]:
     """`n` random examples of catalog dataset `name` in its feature format, keyed 0..n-1.
 
     Args:
@@ -28,6 +28,9 @@ def examples(name: str, n: int, shape, seed: int) -> dict[int, dict]:
       n: number of examples.
       shape: `(H, W, C)` of every image (ignored for cats_vs_dogs: random sizes 20..60).
       seed: fixes images and labels.
+      learnable: images that show their label (noise in 0..127, and rows `2 * label` and
+        `2 * label + 1` at 255), so a model can only learn them if every image reaches it with
+        its own label; else pixels and labels are independent uniform draws.
     """
     rng = np.random.default_rng(seed)
     out = {}
@@ -35,7 +38,11 @@ def examples(name: str, n: int, shape, seed: int) -> dict[int, dict]:
         if name == "cats_vs_dogs":  # photos of any size: 20..60 x 20..60
             shape = (*rng.integers(20, 61, size=2), 3)
         image = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        example = {"image": image, "label": int(rng.integers(0, NUM_CLASSES[name]))}
+        label = int(rng.integers(0, NUM_CLASSES[name]))
+        if learnable:
+            image //= 2
+            image[2 * label : 2 * label + 2] = 255
+        example = {"image": image, "label": label}
         if name == "cifar10":
             example["id"] = f"train_{i:05d}"
         if name == "cats_vs_dogs":
@@ -44,7 +51,9 @@ def examples(name: str, n: int, shape, seed: int) -> dict[int, dict]:
     return out
 
 
-def prepare(name: str, data_dir: str, shape, sizes: dict[str, int]) -> dict[str, dict]:
+def prepare(
+    name: str, data_dir: str, shape, sizes: dict[str, int], learnable: bool = False
+) -> dict[str, dict]:
     """Prepares `name` into `data_dir` through catalog.load, generated examples for the download.
 
     Args:
@@ -52,12 +61,14 @@ def prepare(name: str, data_dir: str, shape, sizes: dict[str, int]) -> dict[str,
       data_dir: the prepared-datasets directory.
       shape: image shape (see `examples`).
       sizes: examples per split, e.g. {"train": 40, "test": 12}; split i uses seed i.
+      learnable: images show their label (see `examples`).
 
     Returns:
       {split: {image bytes: label}}: what was written, to match loaded examples by content.
     """
     splits = {
-        split: examples(name, n, shape, seed) for seed, (split, n) in enumerate(sizes.items())
+        split: examples(name, n, shape, seed, learnable)
+        for seed, (split, n) in enumerate(sizes.items())
     }
 
     def split_generators(self, dl_manager):
