@@ -37,7 +37,7 @@ from engine.data.source import CLASSIFICATION, DatasetInfo
 
 CASES = {
     # name: (arch, options, input shape, examples, batch, target)
-    "resnet18": ("resnet", {"depth": 18}, (32, 32, 3), 128 * 8, 128, 0.95),
+    "resnet18": ("resnet", {"depth": 18}, (32, 32, 3), 128 * 4, 128, 0.95),
     "lenet": ("lenet", {}, (8, 8, 1), 1257, 64, 0.80),
 }
 
