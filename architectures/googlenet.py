@@ -33,6 +33,7 @@ from architectures.spec import SHARED_OPTIONS, ArchSpec, PaperCount
 
 MIN_SIZE = 15
 BN_EPSILON = 1e-3  # torchvision's BasicConv2d
+AUX_DROPOUT = 0.7  # the paper's rate in the auxiliary classifiers
 
 # (1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool proj) per block, from the paper's Table 1.
 BLOCKS = {
@@ -161,8 +162,6 @@ class GoogLeNet(Net):
         if train and not self.is_initializing():
             self.sow("aux_outputs", name, logits)
 
-
-AUX_DROPOUT = 0.7
 
 SPEC = ArchSpec(
     name="googlenet",

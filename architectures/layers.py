@@ -55,9 +55,6 @@ def kernel_init(name: str) -> nn.initializers.Initializer:
 
     lecun = LeCun normal (flax's default), he = He/Kaiming normal (fan_in), xavier = Glorot
     uniform (PyTorch's `xavier_uniform_`), normal = N(0, 0.02) (the DCGAN convention).
-
-    >>> kernel_init("he")(jax.random.key(0), (3, 3, 4, 8)).shape
-    (3, 3, 4, 8)
     """
     if name == "lecun":
         return nn.initializers.lecun_normal()
@@ -277,7 +274,7 @@ class Net(nn.Module):
         bn_axis_name: BatchNorm `axis_name` for statistics across devices under pmap; None outside.
     """
 
-    num_classes: int | None = 10
+    num_classes: int | None = None
     dropout: float = 0.0
     activation: str = "relu"
     leaky_slope: float = 0.01
@@ -309,15 +306,8 @@ class Net(nn.Module):
     @nn.nowrap
     def unit(self, features: int, kernel: int, **kwargs: Any) -> ConvUnit:
         """A ConvUnit carrying this net's options; kwargs override (stride, padding, name, ...)."""
-        options: dict[str, Any] = {
-            "batchnorm": self.batchnorm,
-            "activation": self.activation,
-            "leaky_slope": self.leaky_slope,
-            "initializer": self.initializer,
-            "dtype": self.dtype,
-            "bn_axis_name": self.bn_axis_name,
-        }
-        options.update(kwargs)
+        options = self.shared(**kwargs)
+        del options["dropout"]  # a conv unit has no dropout
         return ConvUnit(features, kernel, **options)
 
     @nn.nowrap
@@ -345,12 +335,11 @@ class Net(nn.Module):
         )
 
     @nn.nowrap
-    def drop(self, x: jax.Array, train: bool, name: str, rate: float | None = None) -> jax.Array:
-        """Dropout at `rate` (default: the net's) in training; identity in eval or at rate 0."""
-        rate = self.dropout if rate is None else rate
-        if rate <= 0.0:
+    def drop(self, x: jax.Array, train: bool, name: str) -> jax.Array:
+        """Inverted dropout at the net's rate in training; identity in eval or at rate 0."""
+        if self.dropout <= 0.0:
             return x
-        return nn.Dropout(rate, deterministic=not train, name=name)(x)
+        return nn.Dropout(self.dropout, deterministic=not train, name=name)(x)
 
     @nn.nowrap
     def head(self, x: jax.Array) -> jax.Array:

@@ -24,9 +24,7 @@ EXAMPLES = {
 
 
 def test_names():
-    assert architectures.names() == (
-        "mlp", "lenet", "alexnet", "vgg", "nin", "googlenet", "resnet"
-    )  # fmt: skip
+    assert architectures.names() == ("mlp", "lenet", "alexnet", "vgg", "nin", "googlenet", "resnet")
 
 
 def one_line_error(fn, *args, **kwargs) -> str:

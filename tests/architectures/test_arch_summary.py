@@ -87,8 +87,12 @@ def test_resnet18_main_path_and_projection_branch():
             layers += [(3, stride), (3, 1)]
             row = rows[(f"layer{stage}_{block}",)]
             assert row.receptive_field == receptive_field(layers)
-            assert row.output_shape == (1, 56 // 2 ** (stage - 1), 56 // 2 ** (stage - 1),
-                                        64 * 2 ** (stage - 1))  # fmt: skip
+            assert row.output_shape == (
+                1,
+                56 // 2 ** (stage - 1),
+                56 // 2 ** (stage - 1),
+                64 * 2 ** (stage - 1),
+            )
             if stride == 2:  # the 1x1 projection sees the block input's field only
                 assert rows[(f"layer{stage}_{block}", "proj")].receptive_field == before
     assert rows[("layer4_1",)].receptive_field == 435
