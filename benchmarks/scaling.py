@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -70,39 +69,14 @@ def _engine_epoch_fn(case: str, mode: str):
 
     The function returns (examples trained, loss of the epoch).
     """
-    import architectures
-    from engine import data, optim, parallel, steps, tasks, train
-    from engine import state as state_lib
-    from engine.config import Config
-    from engine.data.source import CLASSIFICATION, DatasetInfo
+    from benchmarks.engine_loop import engine_epoch_fn
 
     arch, options, kind, steps_per_epoch, _ = CASES[case]
     x, y = _digits(kind, GLOBAL_BATCH * steps_per_epoch)
-    info = DatasetInfo("digits", CLASSIFICATION, x.shape[1:], num_classes=10)
-    config = Config(arch=arch, batch_size=GLOBAL_BATCH, epochs=1000, progress=False, parallel=mode)
-    plan = parallel.make_plan(mode)
-    spec = architectures.spec(arch)
-    model = architectures.get(arch, num_classes=10, **options)
-    task = tasks.make(config, info)
-    size = max(x.shape[1], spec.min_image_size) if kind == "image" else 0
-    cfg = steps.StepConfig(image_size=size, has_batchnorm=spec.has_batchnorm)
-    source = data.ArraySource(x, y)
-    loader = data.make_loader(source, batch_size=GLOBAL_BATCH, shuffle=True, seed=0)
-    tx = optim.make(config, len(loader))
-    shift, scale = data.normalization(source, "standard")
-    sample = np.zeros((1, size, size, 1) if size else (1, x.shape[1]), np.float32)
-    host = state_lib.create(
-        model, tx, seed=0, sample_input=sample, norm={"input_shift": shift, "input_scale": scale}
-    )
-    step = plan.wrap_train(steps.make_train_step(model, tx, task, cfg, plan.axis_name))
-    run = types.SimpleNamespace(train_loader=loader)
-    box = {"state": plan.place_state(host), "epoch": 0}
+    run_epoch = engine_epoch_fn(arch, options, x, y, GLOBAL_BATCH, mode)
 
     def epoch() -> tuple[int, float]:
-        box["state"], metrics, _ = train._train_one_epoch(
-            step, box["state"], run, plan, config, box["epoch"]
-        )
-        box["epoch"] += 1
+        metrics = run_epoch()
         return metrics["count"], metrics["loss"]
 
     return epoch

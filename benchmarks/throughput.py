@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +29,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import architectures
-from engine import data, optim, parallel, steps, tasks, train
-from engine import state as state_lib
-from engine.config import Config
-from engine.data.source import CLASSIFICATION, DatasetInfo
+from benchmarks.engine_loop import engine_epoch_fn
 
 CASES = {
     # name: (arch, options, input shape, examples, batch, target)
@@ -54,38 +50,6 @@ def _data(shape, n, seed=0):
     x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
     y = rng.integers(0, 10, size=n).astype(np.int32)
     return x, y
-
-
-def _engine_epoch_fn(arch, options, x, y, batch, mode):
-    """The engine's own epoch loop on (x, y); returns a function running one epoch."""
-    info = DatasetInfo("bench", CLASSIFICATION, x.shape[1:], num_classes=10)
-    config = Config(arch=arch, batch_size=batch, epochs=100, progress=False, parallel=mode)
-    plan = parallel.make_plan(mode)
-    spec = architectures.spec(arch)
-    model = architectures.get(arch, num_classes=10, **options)
-    task = tasks.make(config, info)
-    size = max(x.shape[1], spec.min_image_size) if x.ndim == 4 else 0
-    cfg = steps.StepConfig(image_size=size, has_batchnorm=spec.has_batchnorm)
-    source = data.ArraySource(x, y)
-    loader = data.make_loader(source, batch_size=batch, shuffle=True, seed=0)
-    tx = optim.make(config, len(loader))
-    shift, scale = data.normalization(source, "standard")
-    sample = np.zeros((1, size, size, x.shape[-1]), np.float32)
-    host = state_lib.create(
-        model, tx, seed=0, sample_input=sample, norm={"input_shift": shift, "input_scale": scale}
-    )
-    step = plan.wrap_train(steps.make_train_step(model, tx, task, cfg, plan.axis_name))
-    run = types.SimpleNamespace(train_loader=loader)
-    box = {"state": plan.place_state(host), "epoch": 0}
-
-    def epoch():
-        box["state"], metrics, _ = train._train_one_epoch(
-            step, box["state"], run, plan, config, box["epoch"]
-        )
-        box["epoch"] += 1
-        return metrics["count"]
-
-    return epoch
 
 
 def _bare_epoch_fn(arch, options, x, y, batch):
@@ -139,7 +103,11 @@ def measure(case: str, mode: str = "jit", trials: int = 5) -> dict:
     """Runs `trials` alternating epochs of each loop after a warm-up; returns examples/s."""
     arch, options, shape, n, batch, target = CASES[case]
     x, y = _data(shape, n)
-    engine_epoch = _engine_epoch_fn(arch, options, x, y, batch, mode)
+    engine_fn = engine_epoch_fn(arch, options, x, y, batch, mode)
+
+    def engine_epoch():
+        return engine_fn()["count"]
+
     bare_epoch = _bare_epoch_fn(arch, options, x, y, batch)
     engine_epoch(), bare_epoch()  # compile and warm up
     rates = {"engine": [], "bare": []}

@@ -181,10 +181,11 @@ def build(config: Config, plan: Plan) -> Run:
         t_shift, t_scale = data.target_normalization(splits.train)
         norm.update(target_shift=t_shift, target_scale=t_scale)
 
-    axis = plan.axis_name if spec.has_batchnorm or config.batchnorm == "on" else None
     try:
         model = architectures.get(
-            config.arch, num_classes=task.num_outputs, **model_options(config, spec, axis)
+            config.arch,
+            num_classes=task.num_outputs,
+            **model_options(config, spec, plan.axis_name),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -194,12 +195,11 @@ def build(config: Config, plan: Plan) -> Run:
     augment_fn = None if config.augment == "none" else augment.get(config.augment)
     if augment_fn is not None and not info.is_image:
         raise ConfigError(f"--augment={config.augment} needs images; {info.name} is a table")
-    uses_bn = config.batchnorm == "on" or (config.batchnorm == "auto" and spec.has_batchnorm)
     step_config = StepConfig(
         image_size=image_size,
         augment=augment_fn,
         aux_weight=config.aux_weight,
-        has_batchnorm=uses_bn,
+        has_batchnorm=model.batchnorm,  # the registry resolves the family default
     )
     if info.is_image:
         input_shape = (image_size, image_size, info.input_shape[2])

@@ -50,15 +50,18 @@ class Plan:
 
     # --- steps ------------------------------------------------------------------------------
     def wrap_train(self, train_step: Callable) -> Callable:
-        """Compiles `train_step(state, batch)` for this mode, donating the state."""
+        """Compiles `train_step(state, batch, totals) -> (state, totals)`, donating both."""
         if self.mode == "pmap":
-            return jax.pmap(train_step, axis_name=AXIS, donate_argnums=0)
+            return jax.pmap(train_step, axis_name=AXIS, donate_argnums=(0, 2))
         if self.mode == "jit":
             rep, data = self._replicated(), NamedSharding(self.mesh, P(AXIS))
             return jax.jit(
-                train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0
+                train_step,
+                in_shardings=(rep, data, rep),
+                out_shardings=(rep, rep),
+                donate_argnums=(0, 2),
             )
-        return jax.jit(train_step, donate_argnums=0)
+        return jax.jit(train_step, donate_argnums=(0, 2))
 
     def wrap_eval(self, eval_step: Callable) -> Callable:
         """Compiles `eval_step(state, batch, totals)` for this mode, donating the totals."""
@@ -84,17 +87,20 @@ class Plan:
             return jax.tree.map(lambda a: _put_global(np.asarray(a), self._replicated()), state)
         return jax.device_put(state)
 
-    def place_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """Turns this process's slice of the global batch into device arrays."""
+    def place_batch(self, batch: dict[str, np.ndarray]) -> Any:
+        """This process's slice of the global batch, in the form the wrapped step takes.
+
+        With one process the host arrays go straight to the compiled step, which copies and
+        shards them as its `in_shardings` say: a separate `device_put` per batch cost 15% of a
+        small MLP's step here. Several processes build one global array from their slices.
+        """
         if self.mode == "pmap":
             n = jax.local_device_count()
             return {k: v.reshape((n, v.shape[0] // n, *v.shape[1:])) for k, v in batch.items()}
-        if self.mode == "jit":
+        if self.mode == "jit" and self.num_processes > 1:
             sharding = NamedSharding(self.mesh, P(AXIS))
-            return {
-                k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()
-            }
-        return jax.device_put(batch)
+            return jax.make_array_from_process_local_data(sharding, batch)
+        return batch
 
     def read(self, tree: Any) -> Any:
         """Host NumPy copy of replicated values (metrics, state) without a cross-device gather."""

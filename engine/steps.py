@@ -150,3 +150,17 @@ def metric_zeros(model, task: Task, cfg: StepConfig, abstract_state, batch: Batc
     row = jax.tree.map(lambda v: v[:1], batch)
     shapes = jax.eval_shape(one_batch, abstract_state, row)
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def accumulating(train_step):
+    """Wraps `train_step` to `(state, batch, totals) -> (state, totals + metrics)`.
+
+    Compiled together, the step and the running metric sums are one dispatch per batch (a
+    separate add was a second dispatch, ~4% of a small MLP's step on this CPU).
+    """
+
+    def step(state, batch, totals):
+        state, metrics = train_step(state, batch)
+        return state, jax.tree.map(jnp.add, totals, metrics)
+
+    return step

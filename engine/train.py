@@ -8,7 +8,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import architectures
@@ -24,12 +23,6 @@ def _say(plan, *lines) -> None:
     if plan.is_main:
         for line in lines:
             print(line, flush=True)
-
-
-@jax.jit
-def _accumulate(totals, metrics):
-    # One dispatch per step for all metric sums; they stay on device until the epoch ends.
-    return jax.tree.map(jnp.add, totals, metrics)
 
 
 def _check_workdir(config: Config, workdir: str) -> None:
@@ -84,12 +77,13 @@ def _progress(plan, config, total, epoch):
     return tqdm(total=total, desc=f"epoch {epoch + 1}", leave=False, disable=None, file=sys.stderr)
 
 
-def _train_one_epoch(train_step, state, run: Run, plan, config, epoch):
-    totals, bar, last = None, _progress(plan, config, len(run.train_loader), epoch), time.time()
+def _train_one_epoch(train_step, state, run: Run, plan, config, epoch, zeros):
+    """One epoch of `train_step(state, batch, totals)`; metric sums stay on device until the end."""
+    bar, last = _progress(plan, config, len(run.train_loader), epoch), time.time()
+    totals = plan.place_state(zeros)
     start = time.perf_counter()
     for batch in run.train_loader.epoch(epoch):
-        state, m = train_step(state, plan.place_batch(batch))
-        totals = m if totals is None else _accumulate(totals, m)
+        state, totals = train_step(state, plan.place_batch(batch), totals)
         if bar is not None:
             bar.update(1)
             if time.time() - last > 1.0:  # read back at most once a second: no per-step sync
@@ -167,10 +161,14 @@ def train_and_evaluate(config: Config) -> dict:
                 report.rewrite_metrics(workdir, kept)
             _say(plan, f"resumed from {workdir} at epoch {start_epoch}")
 
-        train_step = plan.wrap_train(steps.make_train_step(model, tx, task, run.step_config, axis))
+        train_step = plan.wrap_train(
+            steps.accumulating(steps.make_train_step(model, tx, task, run.step_config, axis))
+        )
         epoch = start_epoch
         for epoch in range(start_epoch, config.epochs):
-            state, train_m, seconds = _train_one_epoch(train_step, state, run, plan, config, epoch)
+            state, train_m, seconds = _train_one_epoch(
+                train_step, state, run, plan, config, epoch, zeros
+            )
             val_m = tasks.summarize(run_epoch_eval(eval_step, state, run.val_loader, plan, zeros))
             monitor = val_m[task.monitor]
             is_best = bool(monitor > best["monitor"])
