@@ -164,5 +164,15 @@ def main(argv) -> int:
     return 0
 
 
+def _help_requested(argv) -> bool:
+    return any(a in ("-h", "--help", "--helpshort", "-help", "-?") for a in argv[1:])
+
+
 if __name__ == "__main__":
+    if _help_requested(sys.argv):
+        # absl's own --help exits with status 1; asking for help is not an error.
+        FLAGS(sys.argv[:1])
+        print(__doc__)
+        print(FLAGS.main_module_help())
+        sys.exit(0)
     app.run(lambda argv: sys.exit(main(argv)))

@@ -165,7 +165,7 @@ def build(config: Config, plan: Plan) -> Run:
         names = info.class_names or tuple(str(i) for i in range(info.num_classes))
         shown = ", ".join(f"{n}: {int(c)}" for n, c in zip(names, counts))
         notes.append(f"training classes ({info.num_classes}): {shown}")
-        warning = data.imbalance_warning(counts)
+        warning = data.imbalance_warning(counts, names)
         if warning:
             notes.append(f"warning: {warning}")
         if config.class_weights == "balanced":

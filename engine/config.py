@@ -206,6 +206,10 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--hidden_sizes must be positive integers, got {config.hidden_sizes}")
     if config.dataset.startswith("csv:") and not config.target:
         raise ConfigError("a csv: dataset needs --target=COLUMN naming the column to predict")
+    if any(c in config.workdir for c in "[]*?"):
+        # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
+        # find its own checkpoints.
+        raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
     if config.stop_after_epoch < 0:
         raise ConfigError(f"--stop_after_epoch must be >= 0, got {config.stop_after_epoch}")
     if config.num_processes < 0:

@@ -171,7 +171,12 @@ def train_and_evaluate(config: Config) -> dict:
             )
             val_m = tasks.summarize(run_epoch_eval(eval_step, state, run.val_loader, plan, zeros))
             monitor = val_m[task.monitor]
-            is_best = bool(monitor > best["monitor"])
+            # A tie on the monitored metric goes to the lower validation loss, not to the
+            # earlier (often undertrained) epoch: small validation splits tie often.
+            tie = best["val"] is not None and monitor == best["monitor"]
+            is_best = bool(monitor > best["monitor"]) or (
+                tie and val_m["loss"] < best["val"]["loss"]
+            )
             if is_best:
                 best = {"monitor": monitor, "epoch": epoch + 1, "val": val_m}
             record = {"epoch": epoch + 1, "train": train_m, "val": val_m}

@@ -21,7 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 def _env(devices: int) -> dict:
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        # XLA:CPU aborts a collective whose simulated devices do not all arrive within 40 s;
+        # on a loaded 2-core machine (parallel test workers) that happened, so wait longer.
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+        "--xla_cpu_collective_call_terminate_timeout_seconds=900",
         JAX_PLATFORMS="cpu",
         PYTHONPATH=os.pathsep.join([ROOT, HERE]),
     )
