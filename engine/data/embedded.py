@@ -19,7 +19,6 @@ process waits, then finds the data prepared and reuses it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import types
 from typing import ClassVar
@@ -27,6 +26,7 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
+from engine.data.locking import exclusive
 from engine.data.registry import EMBEDDED as NAMES
 from engine.data.registry import default_data_dir
 from engine.data.source import CLASSIFICATION, REGRESSION, ArraySource, Dataset, DatasetInfo
@@ -169,18 +169,6 @@ def _quiet():
         tfds.display_progress_bar(bars)
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: str):
-    """Holds an exclusive advisory lock on `lock_path` (blocks until other holders release)."""
-    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def builder(name: str, data_dir: str | None = None) -> _SklearnBuilder:
     """The prepared TFDS builder of embedded set `name` (prepared on first use, reused after).
 
@@ -199,7 +187,7 @@ def builder(name: str, data_dir: str | None = None) -> _SklearnBuilder:
         b = cls(data_dir=data_dir, file_format="array_record")
         if b.is_prepared():
             return b
-    with _exclusive(os.path.join(data_dir, f"{cls.name}.lock")), _quiet():
+    with exclusive(os.path.join(data_dir, f"{cls.name}.lock")), _quiet():
         # Re-create after taking the lock: another process may have prepared it meanwhile, and a
         # builder made before preparation holds the info computed from code, not from disk.
         b = cls(data_dir=data_dir, file_format="array_record")

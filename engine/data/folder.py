@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import hashlib
 import io
 import os
@@ -47,6 +46,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from engine.data.catalog import ImageLabelDecoder, fit_image, quiet, split_labels
+from engine.data.locking import exclusive
 from engine.data.source import ArraySource, Dataset, DatasetInfo, RecordSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -264,21 +264,6 @@ class _BadImage(Exception):
         )
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: str):
-    """Holds an exclusive lock on `lock_path`.
-
-    A second process preparing the same folder waits, then finds it prepared.
-    """
-    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _fit(root: str, files: dict[str, list], image_size: int | None, skip_bad_files: bool):
     """((height, width), channels, bad paths) decided from every image's header."""
     flat = [f for split in files.values() for f in split]
@@ -441,7 +426,7 @@ def load(
     version_dir = os.path.join(config_dir, "1.0.0")
     info_file = os.path.join(version_dir, "dataset_info.json")
     if not os.path.exists(info_file):
-        with _exclusive(config_dir + ".lock"):
+        with exclusive(config_dir + ".lock"):
             if not os.path.exists(info_file):
                 _prepare(root, files, names, config_dir, config_name, image_size, skip_bad_files)
     with quiet():
