@@ -44,6 +44,11 @@ class Plan:
         return AXIS if self.mode == "pmap" else None
 
     @property
+    def cpu_multi_device(self) -> bool:
+        """Several CPU devices (simulated ones, or CPU processes) take part in each step."""
+        return self.num_devices > 1 and self.mesh.devices.flat[0].platform == "cpu"
+
+    @property
     def is_main(self) -> bool:
         """Whether this process prints and writes logs (process 0)."""
         return self.process_index == 0

@@ -56,7 +56,21 @@ def run_epoch_eval(eval_step, state, loader, plan, zeros: dict) -> dict:
     totals = plan.place_state(zeros)
     for batch in loader.epoch(0):
         totals = eval_step(state, plan.place_batch(batch), totals)
+        _bound_in_flight(plan, totals)
     return plan.read(totals)
+
+
+def _bound_in_flight(plan, outputs) -> None:
+    """Waits for each step on several CPU devices; elsewhere dispatch stays asynchronous.
+
+    Simulated CPU devices run every in-flight program's per-device parts on one shared thread
+    pool; with several programs in flight, each holding some of the threads at a cross-device
+    rendezvous, the pool ran dry and XLA aborted (or hung) waiting for the rest ("expected 4
+    threads, only 2 arrived"), seen on this loaded 2-core machine. One program at a time avoids
+    it, at no cost on a CPU, where host and devices share the cores anyway.
+    """
+    if plan.cpu_multi_device:
+        jax.block_until_ready(outputs)
 
 
 def _sample_batch(run: Run) -> dict:
@@ -84,6 +98,7 @@ def _train_one_epoch(train_step, state, run: Run, plan, config, epoch, zeros):
     start = time.perf_counter()
     for batch in run.train_loader.epoch(epoch):
         state, totals = train_step(state, plan.place_batch(batch), totals)
+        _bound_in_flight(plan, totals)
         if bar is not None:
             bar.update(1)
             if time.time() - last > 1.0:  # read back at most once a second: no per-step sync
