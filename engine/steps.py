@@ -116,6 +116,13 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
     return train_step
 
 
+def _eval_metrics(model, task: Task, cfg: StepConfig, state: TrainState, batch: Batch) -> dict:
+    """One batch's metric sums in evaluation mode (no dropout, running BatchNorm statistics)."""
+    x = preprocess(state, batch["inputs"], cfg)
+    outputs = model.apply(_variables(state, state.params, cfg), x, train=False)
+    return task.metrics(outputs, batch["targets"], batch["mask"], state.norm)
+
+
 def make_eval_step(model, task: Task, cfg: StepConfig, axis_name: str | None = None):
     """Returns the pure `eval_step(state, batch, totals) -> totals + this batch's metric sums`.
 
@@ -126,9 +133,7 @@ def make_eval_step(model, task: Task, cfg: StepConfig, axis_name: str | None = N
     """
 
     def eval_step(state: TrainState, batch: Batch, totals):
-        x = preprocess(state, batch["inputs"], cfg)
-        outputs = model.apply(_variables(state, state.params, cfg), x, train=False)
-        metrics = task.metrics(outputs, batch["targets"], batch["mask"], state.norm)
+        metrics = _eval_metrics(model, task, cfg, state, batch)
         return jax.tree.map(jnp.add, totals, _psum(metrics, axis_name))
 
     return eval_step
@@ -141,14 +146,10 @@ def metric_zeros(model, task: Task, cfg: StepConfig, abstract_state, batch: Batc
       abstract_state: the state's ShapeDtypeStructs (or arrays).
       batch: a host batch (one row is enough).
     """
-
-    def one_batch(state, batch):
-        x = preprocess(state, batch["inputs"], cfg)
-        outputs = model.apply(_variables(state, state.params, cfg), x, train=False)
-        return task.metrics(outputs, batch["targets"], batch["mask"], state.norm)
-
     row = jax.tree.map(lambda v: v[:1], batch)
-    shapes = jax.eval_shape(one_batch, abstract_state, row)
+    shapes = jax.eval_shape(
+        lambda state, b: _eval_metrics(model, task, cfg, state, b), abstract_state, row
+    )
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
