@@ -179,8 +179,11 @@ def train_and_evaluate(config: Config) -> dict:
         train_step = plan.wrap_train(
             steps.accumulating(steps.make_train_step(model, tx, task, run.step_config, axis))
         )
-        epoch = start_epoch
-        for epoch in range(start_epoch, config.epochs):
+        # --stop_after_epoch ends this invocation early (resumably); the plan stays --epochs.
+        last = min(config.epochs, config.stop_after_epoch or config.epochs)
+        done = start_epoch  # epochs completed so far
+        for epoch in range(start_epoch, max(last, start_epoch)):
+            done = epoch + 1
             state, train_m, seconds = _train_one_epoch(
                 train_step, state, run, plan, config, epoch, zeros
             )
@@ -193,40 +196,35 @@ def train_and_evaluate(config: Config) -> dict:
                 tie and val_m["loss"] < best["val"]["loss"]
             )
             if is_best:
-                best = {"monitor": monitor, "epoch": epoch + 1, "val": val_m}
-            record = {"epoch": epoch + 1, "train": train_m, "val": val_m}
+                best = {"monitor": monitor, "epoch": done, "val": val_m}
+            record = {"epoch": done, "train": train_m, "val": val_m}
             meta = {
-                "epoch": epoch + 1,
+                "epoch": done,
                 "monitor": monitor,
                 "best": best,
                 "record": record,
                 "config": json.loads(config.to_json()),
                 "jax_version": jax.__version__,
             }
-            ckpt.save(epoch + 1, plan.global_state(state), meta, best=is_best)
+            ckpt.save(done, plan.global_state(state), meta, best=is_best)
             rate = train_m["count"] / max(seconds, 1e-9)
             mark = " *" if is_best else ""
             _say(
                 plan,
                 report.epoch_line(
-                    epoch + 1, config.epochs, train_m, val_m, task.kind, f"{rate:,.0f} ex/s{mark}"
+                    done, config.epochs, train_m, val_m, task.kind, f"{rate:,.0f} ex/s{mark}"
                 ),
             )
             if plan.is_main:
                 report.append_metrics(workdir, record)
-            if config.stop_after_epoch and epoch + 1 >= config.stop_after_epoch:
-                epoch += 1
-                break
-        else:
-            epoch = config.epochs
         ckpt.wait()
         if plan.is_main:
             records = report.read_metrics(workdir)
             if records:
                 report.plot_curves(workdir, records, task.kind)
-        if epoch < config.epochs:
-            _say(plan, f"stopped after epoch {epoch}; run the same command again to resume")
-            return {"stopped_at": epoch, "best_epoch": best["epoch"], "best_val": best["val"]}
+        if done < config.epochs:
+            _say(plan, f"stopped after epoch {done}; run the same command again to resume")
+            return {"stopped_at": done, "best_epoch": best["epoch"], "best_val": best["val"]}
         results = _test(plan, ckpt, abstract, eval_step, zeros, run, workdir)
         results.update(best_epoch=best["epoch"], best_val=best["val"])
         compiles = getattr(train_step, "_cache_size", None)
