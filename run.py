@@ -5,6 +5,8 @@ Examples:
   python run.py --arch=resnet --loss=huber        # ResNet-18 trained with a Huber loss
   python run.py --dataset=diabetes --arch=mlp --loss=huber
   python run.py --mode=eval --workdir=runs/digits-mlp-cross_entropy
+  python run.py --mode=predict --workdir=runs/digits-mlp-cross_entropy --inputs=npy:x.npy
+  python run.py --config=runs/digits-mlp-cross_entropy/config.json --epochs=50
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ _C = config_lib.Config()
 
 # Help texts; the defaults come from engine.config.Config, the choices from the registries.
 _HELP = {
-    "mode": f"what to do: {'|'.join(config_lib.MODES)} (eval tests the best checkpoint)",
+    "mode": f"what to do: {'|'.join(config_lib.MODES)} (eval tests the best checkpoint; eval "
+    "and predict take the training settings from the workdir's config.json)",
+    "plugins": "comma-separated Python modules to import first (they may register "
+    "architectures and losses: architectures.register, losses.register)",
+    "monitor": "the metric that picks the best checkpoint, e.g. val_loss, val_accuracy, val_r2 "
+    "(its direction is known); empty: val_accuracy (classification) or val_r2 (regression)",
+    "inputs": "--mode=predict: what to predict, folder:PATH (images), csv:PATH (table rows) "
+    "or npy:PATH (an array of raw inputs)",
+    "output": "--mode=predict: the CSV to write (default WORKDIR/predictions.csv)",
     "workdir": "directory for config, checkpoints, metrics.jsonl and curves.png "
     "(default runs/<dataset>-<arch>-<loss>); rerunning resumes from it",
     "seed": "seed for splits, shuffling, initialisation and dropout",
@@ -101,22 +111,55 @@ def _define_flags() -> None:
 
 
 _define_flags()
+flags.DEFINE_string(
+    "config", "", "a saved config.json to run from; flags given beside it override its values"
+)
 FLAGS = flags.FLAGS
 
 
-def _config_from_flags() -> config_lib.Config:
+def _explicit_values() -> dict:
+    """The Config values of the flags given on the command line (typed as the fields)."""
     values = {}
     for field in dataclasses.fields(config_lib.Config):
+        if not FLAGS[field.name].present:
+            continue
         value = FLAGS[field.name].value
-        if isinstance(getattr(_C, field.name), tuple):
+        if field.name == "hidden_sizes":
             try:
                 value = tuple(int(v) for v in value)
             except ValueError:
                 raise config_lib.ConfigError(
                     f"--{field.name} takes comma-separated integers, got {','.join(value)}"
                 ) from None
+        elif isinstance(getattr(_C, field.name), tuple):
+            value = tuple(value)
         values[field.name] = value
-    return config_lib.Config(**values)
+    return values
+
+
+def _config_from_flags() -> config_lib.Config:
+    """The run's Config: defaults or a saved file, with the flags given on top.
+
+    The saved file is `--config`'s, or for eval and predict the trained workdir's.
+    """
+    explicit = _explicit_values()
+    if FLAGS.config:
+        saved = config_lib.load_json(FLAGS.config)
+        base = config_lib.Config.from_dict(saved, source=FLAGS.config)
+        return dataclasses.replace(base, **explicit)
+    mode = explicit.get("mode", _C.mode)
+    if mode in ("eval", "predict"):
+        workdir = explicit.get("workdir") or config_lib.Config(**explicit).resolved_workdir()
+        path = os.path.join(workdir, "config.json")
+        if not os.path.exists(path):
+            raise config_lib.ConfigError(
+                f"--mode={mode} needs a trained workdir; {workdir} has no config.json "
+                "(give --workdir=DIR of a trained run)"
+            )
+        return config_lib.for_workdir(
+            config_lib.load_json(path), {**explicit, "workdir": workdir}, source=path
+        )
+    return config_lib.Config(**explicit)
 
 
 def _init_distributed(config: config_lib.Config) -> None:
@@ -141,7 +184,7 @@ def _init_distributed(config: config_lib.Config) -> None:
 
 
 def main(argv) -> int:
-    """Parses flags, validates, and hands over to engine.train.train_and_evaluate."""
+    """Parses flags, validates, and hands over to engine.fit (or the predictions writer)."""
     if len(argv) > 1:
         print(
             f"error: unexpected arguments {argv[1:]}; flags look like --name=value", file=sys.stderr
@@ -150,11 +193,20 @@ def main(argv) -> int:
     # orbax and tfds log every step of every save at INFO through absl; users need warnings only.
     logging.set_verbosity(logging.WARNING)
     try:
-        config = config_lib.validate(_config_from_flags())
-        _init_distributed(config)
-        from engine.train import train_and_evaluate
+        config = _config_from_flags()
+        from engine.train import import_plugins
 
-        train_and_evaluate(config)
+        import_plugins(config.plugins)
+        config = config_lib.validate(config)
+        _init_distributed(config)
+        if config.mode == "predict":
+            from engine.predict import write_predictions
+
+            write_predictions(config)
+        else:
+            from engine.train import fit
+
+            fit(config)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -32,15 +32,16 @@ Family options: depth (vgg 11/13/16/19, resnet 18/34/50/101/152), hidden_sizes (
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 
 from architectures import alexnet, googlenet, lenet, mlp, nin, resnet, vgg
-from architectures.spec import ArchSpec, PaperCount, resolve_options
+from architectures.spec import VALIDATORS, ArchSpec, PaperCount, resolve_options
 from architectures.summary import Layer, count_params, layers, summary, variable_shapes
 
-_REGISTRY: dict[str, tuple[ArchSpec, type[nn.Module]]] = {
+_REGISTRY: dict[str, tuple[ArchSpec, Any]] = {
     "mlp": (mlp.SPEC, mlp.MLP),
     "lenet": (lenet.SPEC, lenet.LeNet),
     "alexnet": (alexnet.SPEC, alexnet.AlexNet),
@@ -49,6 +50,84 @@ _REGISTRY: dict[str, tuple[ArchSpec, type[nn.Module]]] = {
     "googlenet": (googlenet.SPEC, googlenet.GoogLeNet),
     "resnet": (resnet.SPEC, resnet.ResNet),
 }
+
+
+_BUILTIN = tuple(_REGISTRY)
+
+
+def register(name: str, factory: Any, **spec_fields: Any) -> Any:
+    """Registers a user architecture, usable as `get(name, ...)` and `--arch=name`.
+
+    Args:
+        name: a new name (letters, digits and underscores).
+        factory: a flax Module class (or any callable) taking `num_classes=` plus the keyword
+            options named in `options`, returning a module called as
+            `module.apply(variables, x, train=bool)` (and, if it takes it, `mask=` (N,) bool
+            marking the real rows, for BatchNorm statistics).
+        **spec_fields: `ArchSpec` fields other than `name`: `needs_image` (default True),
+            `min_image_size` (1), `has_batchnorm` (False), `has_dropout` (False),
+            `default_dropout` (0.0), `options` (() : names from the shared and family options
+            the factory accepts, validated like the built-ins'), `description`.
+
+    Returns:
+        `factory`, unchanged.
+
+    Raises:
+        ValueError: one line naming a taken name, an unknown field or option, or a bad value.
+
+    >>> import flax.linen as nn
+    >>> class Tiny(nn.Module):
+    ...     num_classes: int
+    ...     dropout: float = 0.0
+    ...     @nn.compact
+    ...     def __call__(self, x, train=False):
+    ...         return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+    >>> _ = register("doc_tiny", Tiny, needs_image=False, options=("dropout",))
+    >>> count_params(get("doc_tiny", num_classes=3), (1, 4))
+    15
+    >>> get("doc_tiny", num_classes=3, depth=2)
+    Traceback (most recent call last):
+    ValueError: unknown option 'depth' for architecture 'doc_tiny'; valid options: dropout
+    >>> unregister("doc_tiny")
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"architecture name must be a Python identifier, got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"architecture {name!r} is already registered; choose another name")
+    if not callable(factory):
+        raise ValueError(f"architecture {name!r}: factory must be callable, got {factory!r}")
+    fields = {f.name for f in dataclasses.fields(ArchSpec)} - {"name"}
+    unknown = sorted(set(spec_fields) - fields)
+    if unknown:
+        raise ValueError(
+            f"architecture {name!r}: unknown spec field(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(fields))}"
+        )
+    options = tuple(spec_fields.pop("options", ()))
+    bad = sorted(set(options) - set(VALIDATORS))
+    if bad:
+        raise ValueError(
+            f"architecture {name!r}: unknown option(s) {', '.join(bad)}; "
+            f"valid: {', '.join(sorted(VALIDATORS))}"
+        )
+    defaults = dict(
+        needs_image=True,
+        min_image_size=1,
+        has_batchnorm=False,
+        has_dropout=False,
+        default_dropout=0.0,
+        description=f"user architecture {getattr(factory, '__name__', name)}",
+    )
+    _REGISTRY[name] = (ArchSpec(name=name, options=options, **{**defaults, **spec_fields}), factory)
+    return factory
+
+
+def unregister(name: str) -> None:
+    """Removes an architecture added with `register` (built-ins cannot be removed)."""
+    if name in _BUILTIN:
+        raise ValueError(f"architecture {name!r} is built in and cannot be unregistered")
+    _lookup(name)
+    del _REGISTRY[name]
 
 
 def names() -> tuple[str, ...]:
@@ -98,7 +177,9 @@ __all__ = [
     "get",
     "layers",
     "names",
+    "register",
     "spec",
     "summary",
+    "unregister",
     "variable_shapes",
 ]

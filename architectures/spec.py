@@ -193,8 +193,12 @@ def resolve_options(spec: ArchSpec, num_classes: Any, options: Mapping[str, Any]
             )
         if value is not None:
             kwargs[_FIELDS.get(name, name)] = VALIDATORS[name](name, value, spec)
-    kwargs.setdefault("dropout", spec.default_dropout)
-    kwargs.setdefault("batchnorm", spec.has_batchnorm)
+    # Families that take the shared options get their defaults; a user factory that does not
+    # list an option never receives it.
+    if "dropout" in spec.options:
+        kwargs.setdefault("dropout", spec.default_dropout)
+    if "batchnorm" in spec.options:
+        kwargs.setdefault("batchnorm", spec.has_batchnorm)
     if spec.depths:
         kwargs.setdefault("depth", spec.default_depth)
     return kwargs

@@ -1,22 +1,23 @@
 """The engine's real training loop on in-memory arrays, for benchmarks that time it.
 
-Builds what `engine.train.train_and_evaluate` builds (task, optax chain, state, the pure step
-wrapped by `Plan.wrap_train` with on-device metric sums) and returns a function that runs one
-epoch through `engine.train._train_one_epoch` (loader, `Plan.place_batch`, one read-back).
+Builds the supervised program the engine builds (`engine.programs.supervised.make`: task,
+optax chain, state, the pure step) and returns a function that runs one epoch through the
+loop's own `engine.loop.train_epoch` (loader, `Plan.place_batch`, the step under
+`Plan.wrap_train` with on-device metric sums, one read-back).
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
 import architectures
-from engine import data, optim, parallel, steps, tasks, train
-from engine import state as state_lib
+from engine import data, loop, optim, parallel, steps, tasks
 from engine.config import Config
 from engine.data.source import CLASSIFICATION, DatasetInfo
+from engine.programs import supervised
 
 
 def engine_epoch_fn(
@@ -34,29 +35,33 @@ def engine_epoch_fn(
     config = Config(arch=arch, batch_size=batch, epochs=1000, progress=False, parallel=mode)
     plan = parallel.make_plan(mode)
     spec = architectures.spec(arch)
-    model = architectures.get(arch, num_classes=10, **options)
-    task = tasks.make(config, info)
+    model = architectures.get(arch, num_classes=10, bn_axis_name=plan.axis_name, **options)
     size = max(x.shape[1], spec.min_image_size) if x.ndim == 4 else 0
-    cfg = steps.StepConfig(image_size=size, has_batchnorm=spec.has_batchnorm)
+    cfg = steps.StepConfig(image_size=size, has_batchnorm=model.batchnorm)
     source = data.ArraySource(x, y)
     loader = data.make_loader(source, batch_size=batch, shuffle=True, seed=0)
-    tx = optim.make(config, len(loader))
     shift, scale = data.normalization(source, "standard")
-    sample = np.zeros((1, size, size, x.shape[-1]) if size else (1, *x.shape[1:]), np.float32)
-    norm = {"input_shift": shift, "input_scale": scale}
-    host = state_lib.create(model, tx, seed=0, sample_input=sample, norm=norm)
-    zeros = steps.metric_zeros(model, task, cfg, host, next(loader.epoch(0)))
-    step = plan.wrap_train(
-        steps.accumulating(steps.make_train_step(model, tx, task, cfg, plan.axis_name))
+    program = supervised.make(
+        model,
+        optim.make(config, len(loader)),
+        tasks.make(config, info),
+        cfg,
+        plan.axis_name,
+        input_shape=(size, size, x.shape[-1]) if size else x.shape[1:],
+        norm={"input_shift": shift, "input_scale": scale},
     )
-    run = types.SimpleNamespace(train_loader=loader)
+    sample = next(loader.epoch(0))
+    host = program.init(jax.random.PRNGKey(0), sample)
+    abstract = plan.abstract_state(host)
+    zeros = loop.metric_zeros(program, abstract, sample, plan.axis_name)
+    step = plan.wrap_train(loop.accumulating(program.train_step))
     box = {"state": plan.place_state(host), "epoch": 0}
 
     def epoch() -> dict:
-        box["state"], metrics, _ = train._train_one_epoch(
-            step, box["state"], run, plan, config, box["epoch"], zeros
+        box["state"], sums = loop.train_epoch(
+            step, box["state"], loader.epoch(box["epoch"]), plan, zeros
         )
         box["epoch"] += 1
-        return metrics
+        return program.summarize(sums)
 
     return epoch

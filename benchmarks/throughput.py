@@ -2,8 +2,8 @@
 
 Both loops train the same model with the same optimizer on the same in-memory data at the same
 batch size; trials alternate (engine epoch, bare epoch, ...) and the median of each is compared,
-so machine noise hits both alike. The engine's loop is the real one (`engine.train`'s epoch
-function: loader, batch placement, the pure step under `Plan.wrap_train`, on-device metric
+so machine noise hits both alike. The engine's loop is the real one (`engine.loop.train_epoch`:
+loader, batch placement, the pure step under `Plan.wrap_train`, on-device metric
 sums); the bare loop is what a user would write by hand: slice NumPy arrays, `jax.device_put`,
 a jitted step with donated state.
 

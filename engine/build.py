@@ -34,6 +34,16 @@ class Run:
     test_loader: object
     notes: tuple[str, ...]  # lines to print at start (split sizes, class counts, warnings)
 
+    def sample_batch(self) -> dict[str, np.ndarray]:
+        """A one-row host batch of the dataset's raw shapes (for shape-only tracing)."""
+        info = self.splits.info
+        if info.target_dim:
+            targets = np.zeros((1, info.target_dim), np.float32)
+        else:
+            targets = np.zeros(1, np.int32)
+        inputs = np.zeros((1, *info.input_shape), np.float32)
+        return {"inputs": inputs, "targets": targets, "mask": np.ones(1, bool)}
+
 
 # Record-backed splits up to this many bytes of decoded inputs are decoded once into memory
 # (CIFAR-10's 50,000 x 32 x 32 x 3 bytes = 147 MiB qualifies; ImageNet streams).
@@ -108,8 +118,52 @@ def _image_size(config: Config, info, spec) -> int:
     return max(height, minimum)
 
 
-def build(config: Config, plan: Plan) -> Run:
-    """Loads data and builds model, task and loaders; raises ConfigError before any training."""
+def _user_spec(name: str) -> architectures.ArchSpec:
+    """What the engine assumes of a user's module: any input shape, options of its own."""
+    return architectures.ArchSpec(
+        name=name,
+        needs_image=False,
+        min_image_size=0,
+        has_batchnorm=False,
+        has_dropout=False,
+        default_dropout=0.0,
+        options=(),
+        description="user module",
+    )
+
+
+def _has_batchnorm(model, input_shape: tuple[int, ...]) -> bool:
+    """Whether a user's module keeps `batch_stats` (traced with shapes only, nothing is run)."""
+    import jax
+
+    x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
+    try:
+        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    except Exception as e:  # a user's module that cannot be called as documented
+        raise ConfigError(
+            f"model {type(model).__name__} cannot be initialised as "
+            f"model.init(rng, x, train=False) on inputs {x.shape}: {str(e).splitlines()[0][:160]}"
+        ) from None
+    return "batch_stats" in shapes
+
+
+def build(
+    config: Config,
+    plan: Plan,
+    *,
+    model=None,
+    loss_fn=None,
+    loss_kind: str | None = None,
+) -> Run:
+    """Loads data and builds model, task and loaders; raises ConfigError before any training.
+
+    Args:
+      config: the validated configuration.
+      plan: the parallel plan (device and process counts).
+      model: a user's flax module to train instead of `config.arch`.
+      loss_fn, loss_kind: a user's loss and the kind of targets it takes (`losses.KINDS`),
+        instead of `config.loss`.
+    """
     notes = []
     data_dir = config.data_dir or data.default_data_dir()
     try:
@@ -136,7 +190,7 @@ def build(config: Config, plan: Plan) -> Run:
         f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}"
     )
 
-    spec = architectures.spec(config.arch)
+    spec = architectures.spec(config.arch) if model is None else _user_spec(config.arch)
     image_size = _image_size(config, info, spec)
 
     devices, processes = plan.num_devices, plan.num_processes
@@ -173,7 +227,9 @@ def build(config: Config, plan: Plan) -> Run:
         if config.balance == "oversample":
             train_source = data.oversample(splits.train, seed=config.seed)
             notes.append(f"oversampled training split: {len(train_source)} examples")
-    task = tasks.make(config, info, class_weights)
+    if loss_fn is not None and loss_kind is None:  # the natural kind for the dataset
+        loss_kind = "values" if info.task == REGRESSION else "labels"
+    task = tasks.make(config, info, class_weights, loss_fn=loss_fn, loss_kind=loss_kind)
 
     shift, scale = data.normalization(splits.train, config.normalize)
     norm = {"input_shift": shift, "input_scale": scale}
@@ -181,30 +237,34 @@ def build(config: Config, plan: Plan) -> Run:
         t_shift, t_scale = data.target_normalization(splits.train)
         norm.update(target_shift=t_shift, target_scale=t_scale)
 
-    try:
-        model = architectures.get(
-            config.arch,
-            num_classes=task.num_outputs,
-            **model_options(config, spec, plan.axis_name),
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    if model is None:
+        try:
+            model = architectures.get(
+                config.arch,
+                num_classes=task.num_outputs,
+                **model_options(config, spec, plan.axis_name),
+            )
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     from engine.data import augment
 
     augment_fn = None if config.augment == "none" else augment.get(config.augment)
     if augment_fn is not None and not info.is_image:
         raise ConfigError(f"--augment={config.augment} needs images; {info.name} is a table")
-    step_config = StepConfig(
-        image_size=image_size,
-        augment=augment_fn,
-        aux_weight=config.aux_weight,
-        has_batchnorm=model.batchnorm,  # the registry resolves the family default
-    )
     if info.is_image:
         input_shape = (image_size, image_size, info.input_shape[2])
     else:
         input_shape = tuple(info.input_shape)
+    step_config = StepConfig(
+        image_size=image_size,
+        augment=augment_fn,
+        aux_weight=config.aux_weight,
+        # The registry resolves a zoo family's default; any other module is asked.
+        has_batchnorm=model.batchnorm
+        if "batchnorm" in spec.options
+        else _has_batchnorm(model, input_shape),
+    )
 
     def loader(source, batch_size, shuffle):
         streaming = config.streaming == "stream" or (

@@ -8,6 +8,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from engine.config import ConfigError
+
 LATEST = "latest"
 BEST = "best"
 
@@ -22,7 +24,7 @@ class Checkpoints:
     which restore ignores.
     """
 
-    def __init__(self, workdir: str, *, max_to_keep: int, higher_is_better: bool = True):
+    def __init__(self, workdir: str, *, max_to_keep: int):
         root = os.path.join(os.path.abspath(workdir), "checkpoints")
         # Asynchronous saves overlap writing with training on one process. With two CPU
         # processes, an asynchronous save failed here in orbax's commit-time validation
@@ -35,14 +37,12 @@ class Checkpoints:
             ),
             item_names=("state", "meta"),
         )
+        # The loop's best tracker decides what is best (direction, ties, non-finite values);
+        # this manager keeps only the newest state it was given.
         self._best = ocp.CheckpointManager(
             os.path.join(root, BEST),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=1,
-                best_fn=lambda m: m["monitor"],
-                best_mode="max" if higher_is_better else "min",
-                create=True,
-                enable_async_checkpointing=single,
+                max_to_keep=1, create=True, enable_async_checkpointing=single
             ),
             item_names=("state", "meta"),
         )
@@ -59,7 +59,7 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._latest.save(epoch, args=args)
         if best:
-            self._best.save(epoch, args=args, metrics={"monitor": float(meta["monitor"])})
+            self._best.save(epoch, args=args)
 
     def restore(self, abstract_state: Any, which: str = LATEST, epoch: int | None = None):
         """Restores `(state, meta)` into the layout of `abstract_state` (ShapeDtypeStructs)."""
@@ -67,12 +67,17 @@ class Checkpoints:
         epoch = manager.latest_step() if epoch is None else epoch
         if epoch is None:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
-        restored = manager.restore(
-            epoch,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-            ),
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
         )
+        try:
+            restored = manager.restore(epoch, args=args)
+        except (ValueError, KeyError, TypeError) as e:  # orbax: the saved tree differs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"the {which} checkpoint in {manager.directory} does not match this run's state "
+                f"({first[:160]}); use the flags it was trained with, or another --workdir"
+            ) from None
         return restored["state"], restored["meta"]
 
     def wait(self) -> None:

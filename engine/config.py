@@ -12,7 +12,7 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 NORMALIZATIONS = ("standard", "minmax", "symmetric", "none")
 PARALLEL_MODES = ("jit", "pmap", "none")
 DTYPES = ("float32", "bfloat16")
-MODES = ("train", "eval")
+MODES = ("train", "eval", "predict")
 SPLITS = ("random", "time")
 BALANCE = ("none", "oversample")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -35,6 +35,29 @@ MODEL_FIELDS = (
     "image_size",
     "loss",
     "normalize",
+    "optimizer",
+    "grad_accum_steps",
+)
+# Fields whose being on or off (not their value) changes the optimizer state's tree.
+TOGGLE_FIELDS = ("clip_grad_norm", "weight_decay")
+
+# What `--mode=eval` and `--mode=predict` may set beside a trained workdir's saved config: where
+# data and outputs are, and how evaluation is batched and run; nothing that changes the model.
+EVAL_OVERRIDES = (
+    "mode",
+    "workdir",
+    "data_dir",
+    "batch_size",
+    "eval_batch_size",
+    "parallel",
+    "coordinator_address",
+    "num_processes",
+    "process_id",
+    "num_workers",
+    "streaming",
+    "progress",
+    "inputs",
+    "output",
 )
 
 
@@ -50,6 +73,10 @@ class Config:
     mode: str = "train"
     workdir: str = ""  # empty: runs/<dataset>-<arch>-<loss>
     seed: int = 0
+    plugins: tuple[str, ...] = ()  # modules imported first (they may register archs/losses)
+    monitor: str = ""  # e.g. val_loss, val_accuracy; empty: the program's default
+    inputs: str = ""  # --mode=predict: folder:PATH, csv:PATH or npy:PATH
+    output: str = ""  # --mode=predict: the CSV to write (empty: WORKDIR/predictions.csv)
 
     # Data.
     dataset: str = "digits"
@@ -126,9 +153,103 @@ class Config:
         """The model-shaping fields, as saved in the workdir."""
         return {k: _jsonable(getattr(self, k)) for k in MODEL_FIELDS}
 
+    def to_dict(self) -> dict[str, Any]:
+        """The whole configuration as JSON-able values."""
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+
     def to_json(self) -> str:
         """The whole configuration as JSON (saved in the workdir)."""
-        return json.dumps({k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}, indent=2)
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> Config:
+        """A Config from saved values (lists become tuples); unknown keys are refused.
+
+        Raises:
+          ConfigError: one line naming the unknown setting or the badly typed value.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{source} has unknown setting(s) {', '.join(unknown)}; valid: see --help"
+            )
+        defaults = cls()
+        typed = {}
+        for name, value in values.items():
+            default = getattr(defaults, name)
+            if isinstance(default, tuple):
+                if not isinstance(value, list | tuple):
+                    raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
+                value = tuple(value)
+            elif (
+                isinstance(default, bool) != isinstance(value, bool)
+                or (isinstance(default, int | float) and not isinstance(value, int | float))
+                or (isinstance(default, str) and not isinstance(value, str))
+            ):
+                raise ConfigError(
+                    f"{source}: {name} must be a {type(default).__name__}, got {value!r}"
+                )
+            elif isinstance(default, float):
+                value = float(value)
+            typed[name] = value
+        return cls(**typed)
+
+    def resume_conflicts(self, saved: dict[str, Any]) -> list[str]:
+        """`--flag=saved (now value)` for each setting the saved state cannot be resumed with.
+
+        Args:
+          saved: the workdir's saved configuration (its `config.json`).
+        """
+        mine = self.to_dict()
+        found = [k for k in MODEL_FIELDS if k in saved and saved[k] != mine[k]]
+        found += [k for k in TOGGLE_FIELDS if k in saved and (saved[k] > 0) != (mine[k] > 0)]
+        return [f"--{k}={saved[k]!r} (now {mine[k]!r})" for k in found]
+
+
+def load_json(path: str) -> dict[str, Any]:
+    """The settings saved in a config JSON file.
+
+    Raises:
+      ConfigError: the file is missing, unreadable or not a JSON object.
+    """
+    from etils import epath
+
+    try:
+        text = epath.Path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        raise ConfigError(f"cannot read config file {path}: {type(e).__name__}") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not valid JSON ({e.msg} at line {e.lineno})"
+        ) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of settings")
+    return values
+
+
+def for_workdir(saved: dict[str, Any], overrides: dict[str, Any], *, source: str) -> Config:
+    """The saved config of a trained workdir with the settings eval and predict may change.
+
+    Args:
+      saved: the workdir's saved settings.
+      overrides: settings given now (e.g. explicit flags); only `EVAL_OVERRIDES` are allowed.
+      source: where `saved` came from, for messages.
+
+    Raises:
+      ConfigError: an override that would change the trained model, naming it.
+    """
+    refused = sorted(set(overrides) - set(EVAL_OVERRIDES))
+    if refused:
+        raise ConfigError(
+            f"--mode={overrides.get('mode', 'eval')} takes the training settings from {source}; "
+            f"{', '.join('--' + k for k in refused)} cannot be changed (allowed: "
+            f"{', '.join('--' + k for k in EVAL_OVERRIDES[1:])})"
+        )
+    base = Config.from_dict(saved, source=source)
+    return dataclasses.replace(base, **overrides)
 
 
 def _jsonable(value: Any) -> Any:
@@ -140,11 +261,12 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
         raise ConfigError(f"--{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
 
 
-def validate(config: Config) -> Config:
+def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = False) -> Config:
     """Checks everything that can be checked without data; raises ConfigError (one line).
 
     Registry names (arch, loss, augment) are checked against their registries, so a typo lists
-    the valid names. Data-dependent checks (batch size against the split, loss against the task)
+    the valid names (unless the caller supplies its own model or loss: `custom_arch`,
+    `custom_loss`). Data-dependent checks (batch size against the split, loss against the task)
     happen in `engine.train` once the dataset's description is known, still before any training.
     """
     import architectures
@@ -152,8 +274,10 @@ def validate(config: Config) -> Config:
     from engine.data import augment
 
     _choice("mode", config.mode, MODES)
-    _choice("arch", config.arch, tuple(architectures.names()))
-    _choice("loss", config.loss, tuple(losses.names()))
+    if not custom_arch:
+        _choice("arch", config.arch, tuple(architectures.names()))
+    if not custom_loss:
+        _choice("loss", config.loss, tuple(losses.names()))
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("normalize", config.normalize, NORMALIZATIONS)
@@ -216,4 +340,19 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--num_processes must be >= 0, got {config.num_processes}")
     if config.num_processes > 1 and not config.coordinator_address:
         raise ConfigError("--num_processes > 1 needs --coordinator_address=HOST:PORT")
+    if config.monitor and not (
+        config.monitor.startswith(("val_", "train_")) and len(config.monitor.split("_", 1)[1])
+    ):
+        raise ConfigError(
+            f"--monitor={config.monitor} must name a metric as val_NAME or train_NAME, "
+            "e.g. val_loss or val_accuracy"
+        )
+    if config.mode == "predict" and not config.inputs:
+        raise ConfigError(
+            "--mode=predict needs --inputs=folder:PATH, csv:PATH or npy:PATH (what to predict)"
+        )
+    if config.inputs and not config.inputs.startswith(("folder:", "csv:", "npy:")):
+        raise ConfigError(
+            f"--inputs={config.inputs} must start with folder:, csv: or npy: (e.g. npy:x.npy)"
+        )
     return config

@@ -5,29 +5,36 @@ from __future__ import annotations
 import json
 import os
 
-from engine.data.source import CLASSIFICATION
-
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 RESULTS_FILE = "results.json"
 
 
-def format_metrics(metrics: dict, kind: str) -> str:
-    """`loss 0.1234 acc 0.9650` (classification) or `loss .. mae .. rmse .. r2 ..` (regression)."""
-    if kind == CLASSIFICATION:
-        return f"loss {metrics['loss']:.4f} acc {metrics['accuracy']:.4f}"
-    return (
-        f"loss {metrics['loss']:.4f} mae {metrics['mae']:.4g} "
-        f"rmse {metrics['rmse']:.4g} r2 {metrics['r2']:.4f}"
-    )
+# Short names users know from the progress lines of other frameworks.
+_SHORT = {"accuracy": "acc"}
 
 
-def epoch_line(epoch: int, epochs: int, train: dict, val: dict, kind: str, extra: str) -> str:
+def format_metrics(metrics: dict) -> str:
+    """`loss 0.1234 acc 0.9650`, `loss .. mae .. rmse .. r2 ..`: every number but the count.
+
+    >>> format_metrics({"loss": 0.5, "accuracy": 0.25, "count": 4})
+    'loss 0.5000 acc 0.2500'
+    """
+    parts = []
+    for key, value in metrics.items():
+        if key == "count" or not isinstance(value, int | float):
+            continue
+        shown = f"{value:.4g}" if key in ("mae", "rmse") else f"{value:.4f}"
+        parts.append(f"{_SHORT.get(key, key)} {shown}")
+    return " ".join(parts)
+
+
+def epoch_line(epoch: int, epochs: int, train: dict, val: dict, extra: str) -> str:
     """One line per epoch with train and validation numbers side by side."""
     width = len(str(epochs))
     return (
-        f"epoch {epoch:>{width}}/{epochs}  train {format_metrics(train, kind)}  |  "
-        f"val {format_metrics(val, kind)}  |  {extra}"
+        f"epoch {epoch:>{width}}/{epochs}  train {format_metrics(train)}  |  "
+        f"val {format_metrics(val)}  |  {extra}"
     )
 
 
@@ -64,8 +71,8 @@ def write_json(workdir: str, name: str, payload: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def plot_curves(workdir: str, records: list[dict], kind: str) -> str:
-    """Draws train vs validation loss and metric per epoch into `<workdir>/curves.png`."""
+def plot_curves(workdir: str, records: list[dict], metric: str) -> str:
+    """Draws train vs validation loss and `metric` per epoch into `<workdir>/curves.png`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,7 +80,6 @@ def plot_curves(workdir: str, records: list[dict], kind: str) -> str:
 
     epochs = [r["epoch"] for r in records if "epoch" in r]
     records = [r for r in records if "epoch" in r]
-    metric = "accuracy" if kind == CLASSIFICATION else "r2"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("loss", metric)):
         ax.plot(epochs, [r["train"][key] for r in records], "o-", label="train")

@@ -40,23 +40,24 @@ def create(
     model,
     tx: optax.GradientTransformation,
     *,
-    seed: int,
+    rng: jax.Array,
     sample_input: np.ndarray,
     norm: dict[str, np.ndarray],
 ) -> TrainState:
-    """Initialises parameters and optimizer state for `model` from `seed`.
+    """Initialises parameters and optimizer state for `model` from the key `rng`.
 
     Args:
       model: a flax.linen module.
       tx: the optax chain.
-      seed: the run's seed; parameters use one branch of it and dropout/augmentation another.
+      rng: the run's key (`jax.random.PRNGKey(seed)`); parameters use one branch of it and
+        dropout/augmentation another.
       sample_input: an input batch `(B, ...)` of the shape the model sees (after resizing).
       norm: normalisation constants, each a float32 array.
 
     Returns:
       A TrainState on the default device.
     """
-    init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+    init_key, rng = jax.random.split(rng)
     variables = _init_variables(model, {"params": init_key, "dropout": init_key}, sample_input)
     params = variables["params"]
     return TrainState(

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from engine.state import TrainState
@@ -116,41 +115,27 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
     return train_step
 
 
-def _eval_metrics(model, task: Task, cfg: StepConfig, state: TrainState, batch: Batch) -> dict:
-    """One batch's metric sums in evaluation mode (no dropout, running BatchNorm statistics)."""
-    x = preprocess(state, batch["inputs"], cfg)
-    outputs = model.apply(_variables(state, state.params, cfg), x, train=False)
-    return task.metrics(outputs, batch["targets"], batch["mask"], state.norm)
+def eval_metrics(model, task: Task, cfg: StepConfig):
+    """`(state, batch) -> metric sums` of one batch in evaluation mode (this device's rows).
 
-
-def make_eval_step(model, task: Task, cfg: StepConfig, axis_name: str | None = None):
-    """Returns the pure `eval_step(state, batch, totals) -> totals + this batch's metric sums`.
-
-    Evaluation uses no dropout and BatchNorm's running statistics. The running totals are an
-    argument so that successive evaluation steps form a chain: independent steps could be run
-    in a different order on different processes, and their cross-device sums would then
+    Evaluation uses no dropout and BatchNorm's running statistics. `programs.summing_eval`
+    turns it into the chained `eval_step(state, batch, totals)`: independent steps could be
+    run in a different order on different processes, and their cross-device sums would then
     deadlock (seen with two CPU processes); the chain also saves one dispatch per batch.
     """
 
-    def eval_step(state: TrainState, batch: Batch, totals):
-        metrics = _eval_metrics(model, task, cfg, state, batch)
-        return jax.tree.map(jnp.add, totals, _psum(metrics, axis_name))
+    def metrics(state: TrainState, batch: Batch) -> dict:
+        return task.metrics(
+            outputs(model, cfg, state, batch["inputs"]), batch["targets"], batch["mask"], state.norm
+        )
 
-    return eval_step
+    return metrics
 
 
-def metric_zeros(model, task: Task, cfg: StepConfig, abstract_state, batch: Batch):
-    """Zero metric sums shaped like `eval_step`'s totals (shapes only: nothing is compiled).
-
-    Args:
-      abstract_state: the state's ShapeDtypeStructs (or arrays).
-      batch: a host batch (one row is enough).
-    """
-    row = jax.tree.map(lambda v: v[:1], batch)
-    shapes = jax.eval_shape(
-        lambda state, b: _eval_metrics(model, task, cfg, state, b), abstract_state, row
-    )
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+def outputs(model, cfg: StepConfig, state: TrainState, inputs: jax.Array) -> jax.Array:
+    """The model's evaluation-mode outputs on raw `inputs` (normalised and resized here)."""
+    x = preprocess(state, inputs, cfg)
+    return model.apply(_variables(state, state.params, cfg), x, train=False)
 
 
 def accumulating(train_step):

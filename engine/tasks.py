@@ -57,9 +57,28 @@ class Task:
     monitor_higher_is_better: bool
 
 
-def make(config: Config, info: DatasetInfo, class_weights: np.ndarray | None = None) -> Task:
-    """Builds the task adapter, or raises ConfigError saying why the pair makes no sense."""
+def make(
+    config: Config,
+    info: DatasetInfo,
+    class_weights: np.ndarray | None = None,
+    *,
+    loss_fn: Callable | None = None,
+    loss_kind: str | None = None,
+) -> Task:
+    """Builds the task adapter, or raises ConfigError saying why the pair makes no sense.
+
+    Args:
+      config: the run's configuration (`loss` names the loss and its hyperparameters).
+      info: the dataset's description.
+      class_weights: per-class loss weights (C,), or None.
+      loss_fn: a user loss `fn(predictions, targets, *, reduction, where)` used instead of the
+        registry's `config.loss`; `loss_kind` says what targets it takes (`losses.KINDS`).
+    """
     name = config.loss
+    if loss_fn is None and name not in losses.BUILTIN:
+        loss_fn, loss_kind = losses.get(name), losses.kind(name)
+    if loss_fn is not None:
+        return _user(config, info, class_weights, loss_fn, loss_kind)
     if name == "triplet_margin":
         raise ConfigError(
             "--loss=triplet_margin trains embeddings from (anchor, positive, negative) triples, "
@@ -68,21 +87,57 @@ def make(config: Config, info: DatasetInfo, class_weights: np.ndarray | None = N
         )
     if info.task == REGRESSION:
         if name not in REGRESSION_LOSSES:
-            raise ConfigError(
-                f"--loss={name} needs class labels but --dataset={info.name} is a regression "
-                f"dataset; use one of: {', '.join(REGRESSION_LOSSES)}"
-            )
-        if config.class_weights != "none" or config.balance != "none":
-            raise ConfigError(
-                "--class_weights and --balance need class labels; "
-                f"--dataset={info.name} is a regression dataset"
-            )
-        return _regression(config, info)
+            raise _needs_labels(name, info)
+        _no_class_balancing(config, info)
+        return _regression(info.target_dim, _regression_loss_fn(config))
     if info.task != CLASSIFICATION:
         raise ConfigError(f"dataset {info.name} has an unknown task {info.task!r}")
-    if name not in CLASSIFICATION_LOSSES + REGRESSION_LOSSES:
-        raise ConfigError(f"--loss={name} is not supported for classification")
     return _classification(config, info, class_weights)
+
+
+def _needs_labels(name: str, info: DatasetInfo) -> ConfigError:
+    return ConfigError(
+        f"--loss={name} needs class labels but --dataset={info.name} is a regression "
+        f"dataset; use one of: {', '.join(REGRESSION_LOSSES)}"
+    )
+
+
+def _no_class_balancing(config: Config, info: DatasetInfo) -> None:
+    if config.class_weights != "none" or config.balance != "none":
+        raise ConfigError(
+            "--class_weights and --balance need class labels; "
+            f"--dataset={info.name} is a regression dataset"
+        )
+
+
+def _user(config: Config, info: DatasetInfo, class_weights, fn: Callable, kind: str) -> Task:
+    """A registered or user-given loss, adapted by the kind of targets it takes."""
+    name = config.loss
+    try:
+        losses.check_loss(fn, kind, what=f"--loss={name}")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if kind == "triplets":
+        raise ConfigError(f"--loss={name} compares triplets; it needs a metric-learning program")
+    if info.task == REGRESSION:
+        if kind != "values":
+            raise _needs_labels(name, info)
+        _no_class_balancing(config, info)
+        return _regression(
+            info.target_dim, lambda p, t, where: fn(p, t, reduction="none", where=where)
+        )
+    c = info.num_classes
+
+    def per_example(outputs, targets, mask):
+        if kind == "labels":
+            return fn(outputs, targets, reduction="none", where=mask)
+        if kind == "one_hot":
+            dist = _smoothed_one_hot(targets, c, config.label_smoothing)
+            return fn(outputs, dist, reduction="none", where=mask)
+        probs = jax.nn.softmax(outputs, axis=-1)  # values: probabilities against one-hot
+        return fn(probs, jax.nn.one_hot(targets, c), reduction="none", where=mask)
+
+    return _classification_task(c, per_example, class_weights, weights_in_loss=True)
 
 
 def _regression_loss_fn(config: Config) -> Callable:
@@ -94,8 +149,8 @@ def _regression_loss_fn(config: Config) -> Callable:
     return lambda p, t, where: fn(p, t, reduction="none", where=where)
 
 
-def _regression(config: Config, info: DatasetInfo) -> Task:
-    per_example = _regression_loss_fn(config)
+def _regression(target_dim: int, per_example: Callable) -> Task:
+    """Outputs against standardised targets; metrics in the target's own units."""
 
     def loss(outputs, targets, mask, norm):
         scaled = (targets - norm["target_shift"]) / norm["target_scale"]
@@ -118,7 +173,7 @@ def _regression(config: Config, info: DatasetInfo) -> Task:
             "y_sq_sum": jnp.sum(targets**2 * m, axis=0),
         }
 
-    return Task(REGRESSION, info.target_dim, loss, metrics, "r2", True)
+    return Task(REGRESSION, target_dim, loss, metrics, "r2", True)
 
 
 def _classification(config: Config, info: DatasetInfo, class_weights) -> Task:
@@ -129,10 +184,6 @@ def _classification(config: Config, info: DatasetInfo, class_weights) -> Task:
     num_outputs = 1 if binary_logit else c
     alpha = None if config.focal_alpha < 0 else config.focal_alpha
     fn = losses.get(name)
-
-    def example_weights(targets, mask):
-        w = mask.astype(jnp.float32)
-        return w if weights is None else w * weights[targets]
 
     def per_example(outputs, targets, mask):
         outputs = outputs.astype(jnp.float32)
@@ -172,11 +223,29 @@ def _classification(config: Config, info: DatasetInfo, class_weights) -> Task:
         probs = jax.nn.softmax(outputs, axis=-1)
         return _regression_loss_fn(config)(probs, jax.nn.one_hot(targets, c), mask)
 
+    return _classification_task(num_outputs, per_example, class_weights, name != "cross_entropy")
+
+
+def _classification_task(
+    num_outputs: int, per_example: Callable, class_weights, weights_in_loss: bool
+) -> Task:
+    """Logits scored by `per_example(outputs, targets, mask) -> (B,)`; accuracy as the metric.
+
+    Args:
+      num_outputs: the head's size (C, or 1 for a single binary logit).
+      class_weights: (C,) or None; each example weighs its class's weight in the mean.
+      weights_in_loss: True when `per_example` does not weight by class itself, so the engine
+        multiplies each value by its class's weight (cross_entropy weights its own terms).
+    """
+    weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+
     def loss(outputs, targets, mask, norm):
         del norm
-        w = example_weights(targets, mask)
-        values = per_example(outputs, targets, mask)
-        if weights is not None and name != "cross_entropy":
+        w = mask.astype(jnp.float32)
+        if weights is not None:
+            w = w * weights[targets]
+        values = per_example(outputs.astype(jnp.float32), targets, mask)
+        if weights is not None and weights_in_loss:
             values = values * weights[targets]
         return values, w
 

@@ -1,234 +1,257 @@
-"""The one orchestrating function: train, validate, checkpoint, resume, and test once at the end."""
+"""`fit`: one run end to end, exactly as `run.py` does it: build, resume, the loop, the test.
+
+    import engine
+    from engine.config import Config
+    results = engine.fit(Config(dataset="digits", epochs=5), model=my_module, loss=my_loss)
+
+Everything is checked before anything in the workdir is written: the configuration, the data,
+the model against the data, and (on resume) that the saved state fits this configuration.
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import importlib
 import os
-import sys
-import time
+from collections.abc import Callable, Sequence
 
 import jax
-import numpy as np
 
 import architectures
-from engine import checkpoint, optim, parallel, report, steps, tasks
-from engine import state as state_lib
+import losses
+from engine import callbacks as cb
+from engine import checkpoint, loop, optim, parallel, report
 from engine.build import Run, build
-from engine.config import Config, ConfigError, validate
+from engine.config import Config, ConfigError, load_json, validate
+from engine.programs import Program
+from engine.programs import supervised as supervised_lib
 
 CONFIG_FILE = "config.json"
 
-
-def _say(plan, *lines) -> None:
-    if plan.is_main:
-        for line in lines:
-            print(line, flush=True)
+# A program factory: `(config, run, axis_name) -> Program`.
+ProgramFactory = Callable[[Config, Run, "str | None"], Program]
 
 
-def _check_workdir(config: Config, workdir: str) -> None:
-    """Refuses a workdir whose saved model-shaping settings differ (before anything is written)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        if config.mode == "eval":
+def supervised(config: Config, run: Run, axis_name: str | None) -> Program:
+    """The supervised program of `run` (its model, task and the config's optax chain)."""
+    model, shape = run.model, (1, *run.input_shape)
+    params = architectures.count_params(model, shape)
+    notes = (
+        architectures.summary(model, shape),
+        f"{config.arch}: {params:,} parameters; optimizer {config.optimizer}, "
+        f"effective lr {optim.effective_lr(config):.4g}, schedule {config.schedule}",
+    )
+    return supervised_lib.make(
+        model,
+        optim.make(config, len(run.train_loader)),
+        run.task,
+        run.step_config,
+        axis_name,
+        input_shape=run.input_shape,
+        norm=run.norm,
+        notes=notes,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What `fit` and `engine.load` build from a configuration before touching the workdir."""
+
+    config: Config
+    plan: parallel.Plan
+    run: Run
+    program: Program
+    workdir: str
+    monitor: str
+    higher_is_better: bool
+
+
+def import_plugins(names: Sequence[str]) -> None:
+    """Imports the `--plugins` modules (which may register architectures and losses)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
             raise ConfigError(
-                f"--mode=eval needs a trained workdir; {workdir} has no {CONFIG_FILE}"
-            )
-        return
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    mine = config.model_fields()
-    diff = [k for k in mine if saved.get(k) != mine[k]]
-    if diff:
-        shown = ", ".join(f"--{k}={saved.get(k)!r} (now {mine[k]!r})" for k in diff)
-        raise ConfigError(
-            f"workdir {workdir} was trained with {shown}; use the same flags to resume, "
-            f"or another --workdir for a new run"
-        )
+                f"--plugins={name}: cannot import it ({e}); put the module on PYTHONPATH "
+                "or in the current directory"
+            ) from None
 
 
-def run_epoch_eval(eval_step, state, loader, plan, zeros: dict) -> dict:
-    """Evaluates every example of `loader` once (padded rows masked); returns metric sums.
+def prepare(
+    config: Config,
+    *,
+    model=None,
+    loss: Callable | None = None,
+    loss_kind: str | None = None,
+    program: ProgramFactory | None = None,
+) -> Setup:
+    """Validates `config`, builds data and the program; writes nothing.
 
     Args:
-      eval_step: the wrapped `eval_step(state, batch, totals)`.
-      zeros: host zero totals (`steps.metric_zeros`).
+      config: the run's configuration.
+      model: a flax module to train instead of `config.arch` (its class name is recorded as
+        the architecture).
+      loss: a loss function to use instead of `config.loss`; `loss_kind` (`losses.KINDS`)
+        says which targets it takes (default: class labels, or values for regression). A
+        registered function brings its own name and kind.
+      program: a program factory `(config, run, axis_name) -> Program` instead of the
+        supervised one.
     """
-    totals = plan.place_state(zeros)
-    for batch in loader.epoch(0):
-        totals = eval_step(state, plan.place_batch(batch), totals)
-        _bound_in_flight(plan, totals)
-    return plan.read(totals)
-
-
-def _bound_in_flight(plan, outputs) -> None:
-    """Waits for each step on several CPU devices; elsewhere dispatch stays asynchronous.
-
-    Simulated CPU devices run every in-flight program's per-device parts on one shared thread
-    pool; with several programs in flight, each holding some of the threads at a cross-device
-    rendezvous, the pool ran dry and XLA aborted (or hung) waiting for the rest ("expected 4
-    threads, only 2 arrived"), seen on this loaded 2-core machine. One program at a time avoids
-    it, at no cost on a CPU, where host and devices share the cores anyway.
-    """
-    if plan.cpu_multi_device:
-        jax.block_until_ready(outputs)
-
-
-def _sample_batch(run: Run) -> dict:
-    """A one-row host batch of the dataset's shapes (for shape-only tracing)."""
-    info = run.splits.info
-    targets = (
-        np.zeros((1, info.target_dim), np.float32) if info.target_dim else np.zeros(1, np.int32)
-    )
-    inputs = np.zeros((1, *info.input_shape), np.float32)
-    return {"inputs": inputs, "targets": targets, "mask": np.ones(1, bool)}
-
-
-def _progress(plan, config, total, epoch):
-    if not (plan.is_main and config.progress):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"epoch {epoch + 1}", leave=False, disable=None, file=sys.stderr)
-
-
-def _train_one_epoch(train_step, state, run: Run, plan, config, epoch, zeros):
-    """One epoch of `train_step(state, batch, totals)`; metric sums stay on device until the end."""
-    bar, last = _progress(plan, config, len(run.train_loader), epoch), time.time()
-    totals = plan.place_state(zeros)
-    start = time.perf_counter()
-    for batch in run.train_loader.epoch(epoch):
-        state, totals = train_step(state, plan.place_batch(batch), totals)
-        _bound_in_flight(plan, totals)
-        if bar is not None:
-            bar.update(1)
-            if time.time() - last > 1.0:  # read back at most once a second: no per-step sync
-                last = time.time()
-                sums = plan.read(totals)
-                rate = float(sums["count"]) / (time.perf_counter() - start)
-                bar.set_postfix(
-                    loss=f"{sums['loss_sum'] / sums['weight_sum']:.4f}", ex_s=f"{rate:.0f}"
-                )
-    sums = plan.read(totals)
-    seconds = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
-    return state, tasks.summarize(sums), seconds
-
-
-def train_and_evaluate(config: Config) -> dict:
-    """Runs the configured job end to end and returns the final results.
-
-    Train mode: builds everything (failing before work on a bad combination), resumes from the
-    workdir's latest checkpoint when there is one, trains to `--epochs` with validation after
-    every epoch, keeps the latest and the best checkpoints, then evaluates the test split once
-    with the best checkpoint. Eval mode: evaluates the best checkpoint on the test split.
-
-    Returns:
-      A dict with `test` (and `best_epoch`, `best_val`, `epochs_run`) metrics.
-    """
-    config = validate(config)
+    import_plugins(config.plugins)
+    if model is not None and config.arch in architectures.names():
+        config = dataclasses.replace(config, arch=type(model).__name__)
+    if loss is not None:
+        registered = losses.name_of(loss)
+        if registered is not None:
+            config, loss, loss_kind = dataclasses.replace(config, loss=registered), None, None
+        else:
+            config = dataclasses.replace(config, loss=getattr(loss, "__name__", "user_loss"))
+    config = validate(config, custom_arch=model is not None, custom_loss=loss is not None)
     plan = parallel.make_plan(config.parallel)
     if plan.num_processes > 1 and plan.mode == "none":
         raise ConfigError(
             "--parallel=none runs on one device; use jit or pmap with several processes"
         )
-    run = build(config, plan)
-    workdir = config.resolved_workdir()
-    _check_workdir(config, workdir)
-
-    model, task = run.model, run.task
-    steps_per_epoch = len(run.train_loader)
-    tx = optim.make(config, steps_per_epoch)
-    sample = np.zeros((1, *run.input_shape), np.float32)
-    host_state = state_lib.create(model, tx, seed=config.seed, sample_input=sample, norm=run.norm)
-    params = architectures.count_params(model, (1, *run.input_shape))
-    _say(plan, *run.notes)
-    _say(plan, architectures.summary(model, (1, *run.input_shape)))
-    if config.summary:
-        return {"params": params}
-    _say(
-        plan,
-        f"{config.arch}: {params:,} parameters; optimizer {config.optimizer}, "
-        f"effective lr {optim.effective_lr(config):.4g}, schedule {config.schedule}",
-    )
-
-    if plan.is_main and config.mode == "train":
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
-            f.write(config.to_json())
-    ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
-    abstract = plan.abstract_state(host_state)
-    axis = plan.axis_name
-    eval_step = plan.wrap_eval(steps.make_eval_step(model, task, run.step_config, axis))
-    zeros = steps.metric_zeros(model, task, run.step_config, abstract, _sample_batch(run))
+    run = build(config, plan, model=model, loss_fn=loss, loss_kind=loss_kind)
+    made = (program or supervised)(config, run, plan.axis_name)
+    monitor = config.monitor or made.monitor
     try:
-        if config.mode == "eval":
-            return _test(plan, ckpt, abstract, eval_step, zeros, run, workdir)
-        state = plan.place_state(host_state)
-        del host_state
-        start_epoch, best = 0, {"monitor": -np.inf, "epoch": 0, "val": None}
-        if ckpt.latest_epoch() is not None:
-            restored, meta = ckpt.restore(abstract)
-            state = plan.from_global(restored)
-            start_epoch, best = meta["epoch"], meta["best"]
-            kept = [r for r in report.read_metrics(workdir) if r.get("epoch", 1e9) <= start_epoch]
-            if plan.is_main:
-                report.rewrite_metrics(workdir, kept)
-            _say(plan, f"resumed from {workdir} at epoch {start_epoch}")
+        higher = made.monitor_direction(monitor)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    workdir = config.resolved_workdir()
+    return Setup(config, plan, run, made, workdir, monitor, higher)
 
-        train_step = plan.wrap_train(
-            steps.accumulating(steps.make_train_step(model, tx, task, run.step_config, axis))
+
+def _check_workdir(config: Config, workdir: str) -> None:
+    """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        if config.mode != "train":
+            raise ConfigError(
+                f"--mode={config.mode} needs a trained workdir; {workdir} has no {CONFIG_FILE}"
+            )
+        return
+    conflicts = config.resume_conflicts(load_json(path))
+    if conflicts:
+        raise ConfigError(
+            f"workdir {workdir} was trained with {', '.join(conflicts)}; use the same flags to "
+            "resume, or another --workdir for a new run"
         )
-        # --stop_after_epoch ends this invocation early (resumably); the plan stays --epochs.
-        last = min(config.epochs, config.stop_after_epoch or config.epochs)
-        done = start_epoch  # epochs completed so far
-        for epoch in range(start_epoch, max(last, start_epoch)):
-            done = epoch + 1
-            state, train_m, seconds = _train_one_epoch(
-                train_step, state, run, plan, config, epoch, zeros
-            )
-            val_m = tasks.summarize(run_epoch_eval(eval_step, state, run.val_loader, plan, zeros))
-            monitor = val_m[task.monitor]
-            # A tie on the monitored metric goes to the lower validation loss, not to the
-            # earlier (often undertrained) epoch: small validation splits tie often.
-            tie = best["val"] is not None and monitor == best["monitor"]
-            is_best = bool(monitor > best["monitor"]) or (
-                tie and val_m["loss"] < best["val"]["loss"]
-            )
-            if is_best:
-                best = {"monitor": monitor, "epoch": done, "val": val_m}
-            record = {"epoch": done, "train": train_m, "val": val_m}
-            meta = {
-                "epoch": done,
-                "monitor": monitor,
-                "best": best,
-                "record": record,
-                "config": json.loads(config.to_json()),
-                "jax_version": jax.__version__,
-            }
-            ckpt.save(done, plan.global_state(state), meta, best=is_best)
-            rate = train_m["count"] / max(seconds, 1e-9)
-            mark = " *" if is_best else ""
-            _say(
-                plan,
-                report.epoch_line(
-                    done, config.epochs, train_m, val_m, task.kind, f"{rate:,.0f} ex/s{mark}"
-                ),
-            )
-            if plan.is_main:
-                report.append_metrics(workdir, record)
-        ckpt.wait()
-        if plan.is_main:
-            records = report.read_metrics(workdir)
-            if records:
-                report.plot_curves(workdir, records, task.kind)
-        if done < config.epochs:
-            _say(plan, f"stopped after epoch {done}; run the same command again to resume")
-            return {"stopped_at": done, "best_epoch": best["epoch"], "best_val": best["val"]}
-        results = _test(plan, ckpt, abstract, eval_step, zeros, run, workdir)
-        results.update(best_epoch=best["epoch"], best_val=best["val"])
-        compiles = getattr(train_step, "_cache_size", None)
-        results["train_step_compilations"] = compiles() if compiles else None
+
+
+def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.Callback] = ()):
+    """The callbacks of a `fit`, in call order.
+
+    The tracker comes first (later callbacks read `improved`), then the user's callbacks (so
+    their state is saved and they can stop the run), then checkpoints, the log and the prints.
+    """
+    config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
+    ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
+    metric = setup.monitor.partition("_")[2]
+    found = [tracker, *user]
+    if config.stop_after_epoch:
+        found.append(cb.StopAtEpoch(config.stop_after_epoch))
+    found += [
+        cb.Checkpointer(ckpt, tracker, config.to_dict()),
+        cb.MetricsLog(workdir, is_main),
+        cb.EpochPrinter(tracker),
+        cb.CurvesPlot(workdir, metric, is_main),
+    ]
+    if config.progress and is_main:
+        found.append(cb.ProgressBar())
+    return ckpt, found
+
+
+def fit(
+    config: Config,
+    *,
+    model=None,
+    loss: Callable | None = None,
+    loss_kind: str | None = None,
+    program: ProgramFactory | None = None,
+    callbacks: Sequence[cb.Callback] = (),
+) -> dict:
+    """Trains and tests exactly like `python run.py` (same workdir layout, resume, results).
+
+    Train mode: resumes from the workdir's latest checkpoint when there is one, trains to
+    `config.epochs` (or until a callback stops it) with validation after every epoch, keeps the
+    latest and the best (on `config.monitor`) checkpoints, then evaluates the test split once
+    with the best checkpoint and writes `results.json`. Eval mode: tests the best checkpoint.
+
+    Args:
+      config: the run's configuration.
+      model, loss, loss_kind, program: see `prepare`.
+      callbacks: `engine.callbacks.Callback`s called after the best tracker, before the
+        checkpoint of each epoch.
+
+    Returns:
+      `test` metrics with `best_epoch`, `best_val`, `checkpoint_epoch`; or `stopped_at` when a
+      callback paused the run (rerun to resume).
+    """
+    setup = prepare(config, model=model, loss=loss, loss_kind=loss_kind, program=program)
+    config, plan, run, program_, workdir = (
+        setup.config,
+        setup.plan,
+        setup.run,
+        setup.program,
+        setup.workdir,
+    )
+    _check_workdir(config, workdir)
+    say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
+    say(*run.notes, *program_.notes)
+    if config.summary:
+        return {"params": architectures.count_params(run.model, (1, *run.input_shape))}
+
+    sample = run.sample_batch()
+    host_state = program_.init(jax.random.PRNGKey(config.seed), sample)
+    abstract = plan.abstract_state(host_state)
+    if config.mode != "train":
+        ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
+        try:
+            return test(setup, ckpt, abstract)
+        finally:
+            ckpt.close()
+
+    tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
+    ckpt, found = default_callbacks(setup, tracker, callbacks)
+    try:
+        start_epoch, state = 0, None
+        if ckpt.latest_epoch() is not None:
+            restored, meta = ckpt.restore(abstract)  # refuses a state of another shape
+            state, start_epoch = plan.from_global(restored), meta["epoch"]
+            saved = meta.get("callbacks", {})
+            for callback in found:
+                if callback.name in saved:
+                    callback.load_state_dict(saved[callback.name])
+            say(f"resumed from {workdir} at epoch {start_epoch}")
+        if plan.is_main:  # every check passed: now the workdir may change
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+                f.write(config.to_json())
+        if state is None:
+            state = plan.place_state(host_state)
+        del host_state
+        fit_ = loop.Fit(
+            program_,
+            plan,
+            workdir,
+            config.epochs,
+            start_epoch,
+            len(run.train_loader),
+            callbacks=tuple(found),
+        )
+        loop.run(fit_, state, abstract, run.train_loader, run.val_loader, sample)
+        best = {"best_epoch": tracker.best["epoch"], "best_val": tracker.best["val"]}
+        if fit_.stop_reason is not None and not fit_.finished:
+            done = ckpt.latest_epoch() or start_epoch
+            say(f"{fit_.stop_reason}; run the same command again to resume")
+            return {"stopped_at": done, **best}
+        if fit_.stop_reason is not None:
+            say(fit_.stop_reason)
+        results = test(setup, ckpt, abstract)
+        results.update(best, train_step_compilations=fit_.train_compilations)
         if plan.is_main:
             report.write_json(workdir, report.RESULTS_FILE, results)
         return results
@@ -236,17 +259,29 @@ def train_and_evaluate(config: Config) -> dict:
         ckpt.close()
 
 
-def _test(plan, ckpt, abstract, eval_step, zeros, run: Run, workdir) -> dict:
+def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract) -> dict:
     """Evaluates the best checkpoint (the latest if none is marked best) on the test split once."""
+    plan, run, program_ = setup.plan, setup.run, setup.program
     which = checkpoint.BEST if ckpt.latest_epoch(checkpoint.BEST) is not None else checkpoint.LATEST
     if ckpt.latest_epoch(which) is None:
-        raise ConfigError(f"no checkpoint in {workdir}; train first (--mode=train)")
+        raise ConfigError(f"no checkpoint in {setup.workdir}; train first (--mode=train)")
     restored, meta = ckpt.restore(abstract, which=which)
     state = plan.from_global(restored)
-    test_m = tasks.summarize(run_epoch_eval(eval_step, state, run.test_loader, plan, zeros))
-    _say(
-        plan,
-        f"test ({len(run.splits.test)} examples, {which} checkpoint from epoch {meta['epoch']}): "
-        f"{report.format_metrics(test_m, run.task.kind)}",
-    )
-    return {"test": test_m, "checkpoint_epoch": meta["epoch"], "workdir": workdir}
+    eval_step = plan.wrap_eval(program_.eval_step)
+    zeros = program_.eval_zeros(abstract, run.sample_batch())
+    test_m = program_.summarize(loop.evaluate(eval_step, state, run.test_loader, plan, zeros))
+    if plan.is_main:
+        print(
+            f"test ({len(run.splits.test)} examples, {which} checkpoint from epoch "
+            f"{meta['epoch']}): {report.format_metrics(test_m)}",
+            flush=True,
+        )
+    return {"test": test_m, "checkpoint_epoch": meta["epoch"], "workdir": setup.workdir}
+
+
+def train_and_evaluate(config: Config) -> dict:
+    """`fit(config)`: the name earlier code and tests call."""
+    return fit(config)
+
+
+__all__ = ["Setup", "fit", "prepare", "supervised", "test", "train_and_evaluate"]

@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from losses.classification import binary_cross_entropy, cross_entropy, focal
@@ -50,37 +51,57 @@ from losses.metric_learning import triplet_margin
 from losses.regression import huber, log_cosh, mae, mse, smooth_l1
 
 __all__ = [
+    "KINDS",
     "binary_cross_entropy",
     "cross_entropy",
     "focal",
     "get",
     "huber",
+    "kind",
     "kl_divergence",
     "log_cosh",
     "mae",
     "mse",
     "names",
+    "register",
     "smooth_l1",
     "triplet_margin",
+    "unregister",
 ]
 
-_REGISTRY: dict[str, Callable] = {
-    "mse": mse,
-    "mae": mae,
-    "huber": huber,
-    "smooth_l1": smooth_l1,
-    "log_cosh": log_cosh,
-    "cross_entropy": cross_entropy,
-    "binary_cross_entropy": binary_cross_entropy,
-    "focal": focal,
-    "kl_divergence": kl_divergence,
-    "triplet_margin": triplet_margin,
+# What each loss compares, so the engine knows which targets to hand it:
+#   labels: logits (B, C) against integer class ids (B,);
+#   one_hot: logits (B, C) against one-hot or soft targets (B, C) of the same shape;
+#   values: real-valued predictions against real targets of the same shape (regression; on a
+#     classification dataset the engine compares softmax probabilities with one-hot targets);
+#   triplets: (anchor, positive, negative) embeddings.
+KINDS = ("labels", "one_hot", "values", "triplets")
+
+_REGISTRY: dict[str, tuple[Callable, str]] = {
+    "mse": (mse, "values"),
+    "mae": (mae, "values"),
+    "huber": (huber, "values"),
+    "smooth_l1": (smooth_l1, "values"),
+    "log_cosh": (log_cosh, "values"),
+    "cross_entropy": (cross_entropy, "labels"),
+    "binary_cross_entropy": (binary_cross_entropy, "one_hot"),
+    "focal": (focal, "labels"),
+    "kl_divergence": (kl_divergence, "one_hot"),
+    "triplet_margin": (triplet_margin, "triplets"),
 }
+BUILTIN = tuple(_REGISTRY)
 
 
 def names() -> tuple[str, ...]:
     """The registered loss names, in registry order (regression, classification, others)."""
     return tuple(_REGISTRY)
+
+
+def _entry(name: str) -> tuple[Callable, str]:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(_REGISTRY)}") from None
 
 
 def get(name: str) -> Callable:
@@ -89,7 +110,86 @@ def get(name: str) -> Callable:
     Raises:
       ValueError: ``name`` is not registered; the message lists the valid names.
     """
+    return _entry(name)[0]
+
+
+def kind(name: str) -> str:
+    """The kind of targets the loss registered as ``name`` expects (one of ``KINDS``).
+
+    >>> kind("cross_entropy"), kind("huber")
+    ('labels', 'values')
+    """
+    return _entry(name)[1]
+
+
+def name_of(fn: Callable) -> str | None:
+    """The name ``fn`` is registered under, or None."""
+    return next((n for n, (f, _) in _REGISTRY.items() if f is fn), None)
+
+
+def check_loss(fn: Callable, kind: str, *, what: str = "loss") -> None:
+    """Raises a one-line ValueError unless ``fn`` can be called as a loss of ``kind``.
+
+    A loss must be callable and accept the keyword arguments ``reduction`` and ``where`` (the
+    conventions above), and ``kind`` must be one of ``KINDS``.
+    """
+    if not callable(fn):
+        raise ValueError(f"{what} must be a function, got {fn!r}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown loss kind {kind!r}; valid: {', '.join(KINDS)}")
     try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(_REGISTRY)}") from None
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature: trust the caller
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    missing = [k for k in ("reduction", "where") if k not in params]
+    if missing:
+        raise ValueError(
+            f"{what} {getattr(fn, '__name__', fn)!r} must accept the keyword arguments "
+            f"reduction and where (missing: {', '.join(missing)}), like the losses in this package"
+        )
+
+
+def register(name: str, fn: Callable, *, kind: str) -> Callable:
+    """Registers ``fn`` as the loss ``name``, usable as ``--loss=name`` and ``losses.get(name)``.
+
+    Args:
+      name: a new name (letters, digits and underscores).
+      fn: ``fn(predictions, targets, *, reduction="mean", where=None)`` following the package's
+        conventions (per-example values with ``reduction="none"``, ``where`` masks rows).
+      kind: what targets it compares with, one of ``KINDS``.
+
+    Returns:
+      ``fn`` unchanged, so ``register`` also works as a decorator's body.
+
+    Raises:
+      ValueError: one line naming a taken or malformed name, an unknown kind, or a function that
+        does not take ``reduction`` and ``where``.
+
+    >>> import jax.numpy as jnp
+    >>> def cubed(predictions, targets, *, reduction="mean", where=None):
+    ...     return mse(predictions**3, targets, reduction=reduction, where=where)
+    >>> _ = register("doc_cubed", cubed, kind="values")
+    >>> float(get("doc_cubed")(jnp.array([2.0]), jnp.array([0.0])))
+    64.0
+    >>> register("mse", cubed, kind="values")
+    Traceback (most recent call last):
+    ValueError: loss 'mse' is already registered; choose another name
+    >>> unregister("doc_cubed")
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"loss name must be a Python identifier (letters, digits _), got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"loss {name!r} is already registered; choose another name")
+    check_loss(fn, kind, what=f"loss {name!r}")
+    _REGISTRY[name] = (fn, kind)
+    return fn
+
+
+def unregister(name: str) -> None:
+    """Removes a loss added with ``register`` (built-in losses cannot be removed)."""
+    if name in BUILTIN:
+        raise ValueError(f"loss {name!r} is built in and cannot be unregistered")
+    _entry(name)
+    del _REGISTRY[name]

@@ -199,6 +199,25 @@ def _encode(path: str, size: tuple[int, int], channels: int) -> tuple[bytes | No
         return None, f"{type(err).__name__}: {_first_line(err)}"
 
 
+def read_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as the folder dataset stores it: uint8 (H, W, C), fitted to `size`.
+
+    The same decoding, fitting and (for JPEG) re-encoding as preparation, so an image predicted
+    later looks to the model exactly as the training images did.
+
+    Raises:
+      ValueError: the file cannot be read as an image (one line naming it).
+    """
+    from PIL import Image
+
+    data, error = _encode(path, size, channels)
+    if data is None:
+        raise ValueError(f"cannot read image {path!r}: {error}")
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image, dtype=np.uint8)
+    return pixels.reshape(size[0], size[1], channels)
+
+
 class _FolderConfig(tfds.core.BuilderConfig):
     """One prepared folder: what to read and how to fit it (not saved; only for generation)."""
 

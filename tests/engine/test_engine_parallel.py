@@ -175,7 +175,9 @@ def test_train_step_with_accumulation_equals_one_large_batch():
         config = Config(optimizer="momentum", lr=0.1, schedule="constant", grad_accum_steps=k)
         tx = optim.make(config, 2)
         task = tasks.make(config, info)
-        state = state_lib.create(model, tx, seed=0, sample_input=batch["inputs"][:1], norm=norm)
+        state = state_lib.create(
+            model, tx, rng=jax.random.PRNGKey(0), sample_input=batch["inputs"][:1], norm=norm
+        )
         step = jax.jit(steps.make_train_step(model, tx, task, steps.StepConfig()))
         for part in parts:
             state, _ = step(state, {key: v[part] for key, v in batch.items()})
@@ -205,7 +207,7 @@ def test_bfloat16_keeps_float32_parameters_and_still_overfits():
     size = spec.min_image_size
     cfg = steps.StepConfig(image_size=size)
     sample = np.zeros((1, size, size, 1), np.float32)
-    state = state_lib.create(model, tx, seed=0, sample_input=sample, norm=norm)
+    state = state_lib.create(model, tx, rng=jax.random.PRNGKey(0), sample_input=sample, norm=norm)
     step = jax.jit(
         steps.make_train_step(model, tx, tasks.make(config, info), cfg), donate_argnums=0
     )

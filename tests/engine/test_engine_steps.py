@@ -10,7 +10,8 @@ from engine import data, optim, parallel, steps, tasks
 from engine import state as state_lib
 from engine.config import Config
 from engine.data.source import DatasetInfo
-from engine.train import run_epoch_eval
+from engine.loop import evaluate
+from engine.programs import summing_eval
 
 INFO = DatasetInfo("digits", "classification", (64,), num_classes=10)
 
@@ -25,7 +26,7 @@ def _setup(config, x):
     tx = optim.make(config, 1)
     shift, scale = data.normalization(data.ArraySource(x, np.zeros(len(x), np.int32)), "standard")
     norm = {"input_shift": shift, "input_scale": scale}
-    state = state_lib.create(model, tx, seed=0, sample_input=x[:1], norm=norm)
+    state = state_lib.create(model, tx, rng=jax.random.PRNGKey(0), sample_input=x[:1], norm=norm)
     return model, tx, tasks.make(config, INFO), state
 
 
@@ -48,10 +49,10 @@ def test_padded_evaluation_counts_each_example_once(batch_size):
     config = Config()
     model, _, task, state = _setup(config, x)
     plan = parallel.make_plan("none")
-    eval_step = plan.wrap_eval(steps.make_eval_step(model, task, steps.StepConfig()))
+    eval_step, eval_zeros = summing_eval(steps.eval_metrics(model, task, steps.StepConfig()), None)
     loader = data.make_loader(data.ArraySource(x, y), batch_size=batch_size, shuffle=False, seed=0)
-    zeros = steps.metric_zeros(model, task, steps.StepConfig(), state, next(loader.epoch(0)))
-    sums = run_epoch_eval(eval_step, state, loader, plan, zeros)
+    zeros = eval_zeros(state, next(loader.epoch(0)))
+    sums = evaluate(plan.wrap_eval(eval_step), state, loader, plan, zeros)
     result = tasks.summarize(sums)
     assert result["count"] == 50
     # Reference: the same model applied to all 50 examples at once, no padding.

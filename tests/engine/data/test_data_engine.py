@@ -24,6 +24,7 @@ from engine import optim, parallel, steps
 from engine import state as state_lib
 from engine.build import build
 from engine.data import catalog, class_counts
+from engine.programs import summing_eval
 from engine.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -304,7 +305,9 @@ def test_augmentation_changes_training_inputs_never_evaluation(data_dir, tmp_pat
     plain_cfg = dataclasses.replace(cfg, augment=None)
     sample = np.zeros((1, *run.input_shape), np.float32)
     tx = optim.make(config, len(run.train_loader))
-    state = state_lib.create(run.model, tx, seed=0, sample_input=sample, norm=run.norm)
+    state = state_lib.create(
+        run.model, tx, rng=jax.random.PRNGKey(0), sample_input=sample, norm=run.norm
+    )
     batch = next(run.train_loader.epoch(0))
 
     prep = jax.jit(lambda s, x, k: steps.preprocess(s, x, cfg, k))
@@ -327,8 +330,11 @@ def test_augmentation_changes_training_inputs_never_evaluation(data_dir, tmp_pat
         train_step = jax.jit(steps.make_train_step(run.model, tx, run.task, step_cfg))
         m1, m2 = (train_step(s, batch)[1]["loss_sum"] for s in (s1, s2))
         assert (float(m1) != float(m2)) == differ
-    zeros = steps.metric_zeros(run.model, run.task, cfg, state, batch)
-    eval_steps = [jax.jit(steps.make_eval_step(run.model, run.task, c)) for c in (cfg, plain_cfg)]
+    made = [
+        summing_eval(steps.eval_metrics(run.model, run.task, c), None) for c in (cfg, plain_cfg)
+    ]
+    zeros = made[0][1](state, batch)
+    eval_steps = [jax.jit(eval_step) for eval_step, _ in made]
     totals = [eval_step(s, batch, zeros) for eval_step in eval_steps for s in (s1, s2)]
     for other in totals[1:]:
         for key in totals[0]:

@@ -1,0 +1,233 @@
+"""Callbacks: what happens around the loop's steps (checkpoints, logs, best tracking, stopping).
+
+A callback overrides any of the hooks of `Callback`; the loop calls them in the order the
+callbacks are given. `on_step` is called only for callbacks that override it, so it costs
+nothing when unused; it runs on the host between dispatches and must not read device values
+every step (that would wait for each step to finish). A callback with state worth keeping
+across a resume returns it (JSON) from `state_dict`; it is saved in every checkpoint and given
+back to `load_state_dict` when the run resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+import jax
+
+from engine import checkpoint, report
+
+
+class Callback:
+    """Base class: every hook does nothing. `name` keys the callback's saved state."""
+
+    @property
+    def name(self) -> str:
+        """The key of this callback's state in checkpoints (its class name by default)."""
+        return type(self).__name__
+
+    def on_fit_start(self, fit) -> None:
+        """Before the first step; `fit` (`engine.loop.Fit`) can be kept to call `fit.stop`."""
+
+    def on_step(self, step: int, state: Any, totals: Any) -> None:
+        """After each train step's dispatch; `step` counts steps since the run's start."""
+
+    def on_epoch_end(self, epoch: int, record: dict, state: Any) -> None:
+        """After each epoch's validation; `record` holds `epoch`, `train`, `val` summaries.
+
+        Callbacks may add entries to `record` (later callbacks see them; `MetricsLog` writes
+        what is there when it runs).
+        """
+
+    def on_fit_end(self, fit, state: Any) -> None:
+        """After the loop, whether it ran to the end or was stopped."""
+
+    def state_dict(self) -> dict | None:
+        """JSON-able state to save with each checkpoint, or None."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores what `state_dict` returned (on resume)."""
+
+
+def monitored(record: dict, monitor: str) -> float:
+    """The value of `monitor` (`val_accuracy`, `train_loss`, ...) in an epoch record."""
+    split, _, metric = monitor.partition("_")
+    return float(record[split][metric])
+
+
+class BestTracker(Callback):
+    """Tracks the best epoch on the monitored metric; `improved` says whether this epoch was.
+
+    A non-finite value is never best. A tie on the monitored metric goes to the lower
+    validation loss, not to the earlier (often undertrained) epoch: small validation splits
+    tie often.
+    """
+
+    def __init__(self, monitor: str, higher_is_better: bool):
+        self.monitor, self.higher_is_better = monitor, higher_is_better
+        self.best: dict = {"monitor": None, "epoch": 0, "val": None}
+        self.improved = False
+
+    def on_epoch_end(self, epoch, record, state):
+        value = monitored(record, self.monitor)
+        old = self.best["monitor"]
+        if not math.isfinite(value):
+            self.improved = False
+        elif old is None:
+            self.improved = True
+        elif value == old:
+            self.improved = record["val"].get("loss", math.inf) < self.best["val"].get(
+                "loss", math.inf
+            )
+        else:
+            self.improved = (value > old) == self.higher_is_better
+        if self.improved:
+            self.best = {"monitor": value, "epoch": epoch, "val": record["val"]}
+
+    def state_dict(self):
+        return self.best
+
+    def load_state_dict(self, state):
+        self.best = state
+
+
+class Checkpointer(Callback):
+    """Saves the latest state every epoch, and the best when `tracker` says it improved.
+
+    Each checkpoint's meta record holds the epoch, its metrics record, every callback's
+    state, the configuration and the JAX version.
+    """
+
+    def __init__(self, ckpt: checkpoint.Checkpoints, tracker: BestTracker, config_json: dict):
+        self.ckpt, self.tracker, self.config_json = ckpt, tracker, config_json
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+
+    def on_epoch_end(self, epoch, record, state):
+        states = {cb.name: cb.state_dict() for cb in self.fit.callbacks}
+        meta = {
+            "epoch": epoch,
+            "record": record,
+            "callbacks": {k: v for k, v in states.items() if v is not None},
+            "config": self.config_json,
+            "jax_version": jax.__version__,
+        }
+        plan = self.fit.plan
+        self.ckpt.save(epoch, plan.global_state(state), meta, best=self.tracker.improved)
+
+    def on_fit_end(self, fit, state):
+        self.ckpt.wait()
+
+
+class MetricsLog(Callback):
+    """Appends each epoch's record to `metrics.jsonl` (process 0); a resume drops later ones."""
+
+    def __init__(self, workdir: str, is_main: bool):
+        self.workdir, self.is_main = workdir, is_main
+
+    def on_fit_start(self, fit):
+        if self.is_main and fit.start_epoch:
+            kept = [
+                r
+                for r in report.read_metrics(self.workdir)
+                if r.get("epoch", math.inf) <= fit.start_epoch
+            ]
+            report.rewrite_metrics(self.workdir, kept)
+
+    def on_epoch_end(self, epoch, record, state):
+        if self.is_main:
+            report.append_metrics(self.workdir, record)
+
+
+class EpochPrinter(Callback):
+    """Prints one line per epoch: train and validation side by side, speed, best mark."""
+
+    def __init__(self, tracker: BestTracker):
+        self.tracker = tracker
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+
+    def on_epoch_end(self, epoch, record, state):
+        rate = record["train"].get("count", 0) / max(self.fit.epoch_seconds, 1e-9)
+        mark = " *" if self.tracker.improved else ""
+        extra = f"{rate:,.0f} ex/s{mark}"
+        self.fit.say(
+            report.epoch_line(epoch, self.fit.epochs, record["train"], record["val"], extra)
+        )
+
+
+class CurvesPlot(Callback):
+    """Draws train vs validation curves of the loss and `metric` into `curves.png` at the end."""
+
+    def __init__(self, workdir: str, metric: str, is_main: bool):
+        self.workdir, self.metric, self.is_main = workdir, metric, is_main
+
+    def on_fit_end(self, fit, state):
+        if self.is_main:
+            records = report.read_metrics(self.workdir)
+            if records:
+                report.plot_curves(self.workdir, records, self.metric)
+
+
+class ProgressBar(Callback):
+    """A per-epoch tqdm bar with the running loss and speed, read back at most once a second."""
+
+    def __init__(self):
+        self.fit, self.bar = None, None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+
+    def on_step(self, step, state, totals):
+        from tqdm import tqdm
+
+        fit = self.fit
+        within = (step - 1) % fit.steps_per_epoch
+        if within == 0:
+            if self.bar is not None:
+                self.bar.close()
+            epoch = (step - 1) // fit.steps_per_epoch + 1
+            self.bar = tqdm(
+                total=fit.steps_per_epoch,
+                desc=f"epoch {epoch}",
+                leave=False,
+                disable=None,
+                file=sys.stderr,
+            )
+            self.started, self.last = time.perf_counter(), time.time()
+        self.bar.update(1)
+        if time.time() - self.last > 1.0:  # no per-step read-back: it would wait for the step
+            self.last = time.time()
+            summary = fit.program.summarize(fit.plan.read(totals))
+            rate = summary.get("count", 0) / (time.perf_counter() - self.started)
+            self.bar.set_postfix(loss=f"{summary.get('loss', math.nan):.4f}", ex_s=f"{rate:.0f}")
+        if within == fit.steps_per_epoch - 1:
+            self.bar.close()
+            self.bar = None
+
+    def on_fit_end(self, fit, state):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class StopAtEpoch(Callback):
+    """Pauses the run after `epoch` epochs (rerunning the same command resumes it)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+
+    def on_epoch_end(self, epoch, record, state):
+        if epoch >= self.epoch:
+            self.fit.stop(f"stopped after epoch {epoch}")
