@@ -95,13 +95,19 @@ class Predictor:
         """The model's raw outputs (logits for classification), (N, outputs)."""
         return self.infer(inputs)["outputs"]
 
+    def examples(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        """The raw inputs and targets of `split` (train, val or test), in split order."""
+        source = getattr(self.setup.run.splits, _split_name(split))
+        parts = [
+            source.get(np.arange(i, min(i + 4096, len(source))))
+            for i in range(0, len(source), 4096)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
     def evaluate(self, split: str = "test") -> dict:
         """The metrics of `split` (train, val or test) with this checkpoint."""
         run, program, plan = self.setup.run, self.setup.program, self.setup.plan
-        loaders = {"train": None, "val": run.val_loader, "test": run.test_loader}
-        if split not in loaders:
-            raise ValueError(f"unknown split {split!r}; valid: train, val, test")
-        loader = loaders[split]
+        loader = {"train": None, "val": run.val_loader, "test": run.test_loader}[_split_name(split)]
         if loader is None:  # the training split in evaluation order and mode
             from engine import data
 
@@ -109,6 +115,12 @@ class Predictor:
         zeros = program.eval_zeros(self.state, run.sample_batch())
         eval_step = plan.wrap_eval(program.eval_step)
         return program.summarize(loop.evaluate(eval_step, self.state, loader, plan, zeros))
+
+
+def _split_name(split: str) -> str:
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}; valid: train, val, test")
+    return split
 
 
 def load(

@@ -78,18 +78,21 @@ def plot_curves(workdir: str, records: list[dict], metric: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in records if "epoch" in r]
     records = [r for r in records if "epoch" in r]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("loss", metric)):
-        ax.plot(epochs, [r["train"][key] for r in records], "o-", label="train")
-        ax.plot(epochs, [r["val"][key] for r in records], "s-", label="validation")
+    epochs = [r["epoch"] for r in records]
+    # The loss and the monitored metric, where the program reports them (a metric may exist
+    # for validation only).
+    keys = [k for k in dict.fromkeys(("loss", metric)) if k in records[0]["val"]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for split, style, label in (("train", "o-", "train"), ("val", "s-", "validation")):
+            if key in records[0][split]:
+                ax.plot(epochs, [r[split][key] for r in records], style, label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
+        ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    axes[0].set_title("loss")
-    axes[1].set_title(metric)
     fig.tight_layout()
     path = os.path.join(workdir, CURVES_FILE)
     fig.savefig(path, dpi=100)

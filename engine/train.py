@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import sys
 from collections.abc import Callable, Sequence
 
 import jax
@@ -67,7 +68,13 @@ class Setup:
 
 
 def import_plugins(names: Sequence[str]) -> None:
-    """Imports the `--plugins` modules (which may register architectures and losses)."""
+    """Imports the `--plugins` modules (which may register architectures and losses).
+
+    They are looked up on `sys.path` and then in the current directory (`python run.py` puts
+    only run.py's own directory on the path).
+    """
+    if names and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     for name in names:
         try:
             importlib.import_module(name)

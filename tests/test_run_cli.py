@@ -1,6 +1,7 @@
 """The command line: bad input fails fast with one line and a non-zero exit, touching nothing."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +83,144 @@ def test_help_lists_flags_with_registry_choices():
     assert done.returncode == 0
     for text in ("--arch", "resnet", "--loss", "huber", "--optimizer", "adamw", "--schedule"):
         assert text in done.stdout
+
+
+# --- Trained workdirs from the command line: eval, predict, --config, plugins ------------------
+
+
+@pytest.fixture(scope="module")
+def momentum_workdir(tmp_path_factory):
+    """A workdir trained with optimizer flags whose state a default optimizer cannot restore."""
+    root = tmp_path_factory.mktemp("momentum")
+    workdir, data = str(root / "run"), str(root / "data")
+    flags = ("--optimizer=momentum", "--lr=0.05", "--grad_accum_steps=2", "--clip_grad_norm=1")
+    done = _run(f"--workdir={workdir}", f"--data_dir={data}", "--epochs=2", "--noprogress", *flags)
+    assert done.returncode == 0, done.stderr
+    return workdir, data
+
+
+def test_eval_takes_the_training_settings_from_the_workdir(momentum_workdir):
+    workdir, data = momentum_workdir
+    before = _tree_digest(workdir)
+    done = _run("--mode=eval", f"--workdir={workdir}", f"--data_dir={data}")  # no optimizer flags
+    assert done.returncode == 0, done.stderr
+    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+        results = json.load(f)
+    assert f"acc {results['test']['accuracy']:.4f}" in done.stdout.splitlines()[-1]
+    assert _tree_digest(workdir) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        # A resume whose optimizer state would not fit: refused before config.json is written.
+        (["--epochs=3", "--optimizer=adam"], "--optimizer='momentum' (now 'adam')"),
+        (["--epochs=3", "--optimizer=momentum", "--clip_grad_norm=1"], "--grad_accum_steps=2"),
+        (["--epochs=3", "--optimizer=momentum", "--grad_accum_steps=2"], "--clip_grad_norm=1.0"),
+        # Eval and predict may not change how the model was trained.
+        (["--mode=eval", "--lr=0.1"], "--lr cannot be changed"),
+        (["--mode=predict"], "--mode=predict needs --inputs="),
+        (["--mode=predict", "--inputs=npy:/no/such.npy"], "does not exist"),
+        (["--mode=eval", "--monitor=val_r2"], "--monitor cannot be changed"),
+        (["--config=/no/such/config.json"], "cannot read config file"),
+    ],
+)
+def test_refused_workdir_commands_change_nothing(momentum_workdir, flags, expected):
+    workdir, data = momentum_workdir
+    before = _tree_digest(workdir)
+    done = _run(f"--workdir={workdir}", f"--data_dir={data}", *flags)
+    assert done.returncode == 2, done.stdout[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert expected in lines[0]
+    assert _tree_digest(workdir) == before
+
+
+def test_predict_writes_one_row_per_input(momentum_workdir, tmp_path):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    import engine
+
+    workdir, data = momentum_workdir
+    images = load_digits().images[:7].reshape(7, 8, 8, 1)  # raw digits, as the dataset gives
+    np.save(tmp_path / "x.npy", images)
+    out = tmp_path / "p.csv"
+    done = _run(
+        "--mode=predict",
+        f"--workdir={workdir}",
+        f"--data_dir={data}",
+        f"--inputs=npy:{tmp_path / 'x.npy'}",
+        f"--output={out}",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = out.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "input,prediction,probability" and len(rows) == 8
+    predictor = engine.load(workdir, data_dir=data)
+    expected = predictor.predict(images)
+    for i, row in enumerate(rows[1:]):
+        name, predicted, probability = row.split(",")
+        assert (name, predicted) == (str(i), str(int(expected[i])))
+        assert 0.1 <= float(probability) <= 1.0  # the arg-max of 10 probabilities
+
+
+def test_config_file_runs_with_its_settings_and_flags_override(momentum_workdir, tmp_path):
+    workdir, data = momentum_workdir
+    other = str(tmp_path / "again")
+    done = _run(
+        f"--config={os.path.join(workdir, 'config.json')}",
+        f"--workdir={other}",
+        "--epochs=1",
+        f"--data_dir={data}",
+    )
+    assert done.returncode == 0, done.stderr
+    with open(os.path.join(other, "config.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    assert (saved["optimizer"], saved["grad_accum_steps"], saved["epochs"]) == ("momentum", 2, 1)
+
+
+PLUGIN = """
+import flax.linen as nn
+import jax.numpy as jnp
+
+import architectures
+import losses
+
+
+class Tiny(nn.Module):
+    num_classes: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+def sum_of_squares(predictions, targets, *, reduction="mean", where=None):
+    return losses.mse(predictions, targets, reduction=reduction, where=where) * targets.shape[-1]
+
+
+architectures.register("tiny", Tiny, needs_image=False, options=("dropout",))
+losses.register("sum_of_squares", sum_of_squares, kind="values")
+"""
+
+
+def test_registered_names_work_from_the_command_line_through_plugins(tmp_path):
+    (tmp_path / "my_plugin.py").write_text(PLUGIN, encoding="utf-8")
+    workdir, data = str(tmp_path / "run"), str(tmp_path / "data")
+    common = (f"--workdir={workdir}", f"--data_dir={data}")
+    done = _run(
+        *common,
+        "--plugins=my_plugin",
+        "--arch=tiny",
+        "--loss=sum_of_squares",
+        "--epochs=2",
+        "--noprogress",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tiny: 650 parameters" in done.stdout  # 64 x 10 + 10, digits' pixels to 10 classes
+    evaluated = _run("--mode=eval", *common, cwd=tmp_path)  # the plugin is saved with the run
+    assert evaluated.returncode == 0, evaluated.stderr
+    missing = _run(*common, "--plugins=no_such_plugin", "--epochs=2", cwd=tmp_path)
+    assert missing.returncode == 2 and "--plugins=no_such_plugin" in missing.stderr
