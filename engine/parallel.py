@@ -17,6 +17,7 @@ same in every mode (see `engine.steps`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,7 @@ class Plan:
         """The axis the steps sum over: only pmap needs explicit collectives."""
         return AXIS if self.mode == "pmap" else None
 
-    @property
+    @functools.cached_property
     def cpu_multi_device(self) -> bool:
         """Several CPU devices (simulated ones, or CPU processes) take part in each step."""
         return self.num_devices > 1 and self.mesh.devices.flat[0].platform == "cpu"

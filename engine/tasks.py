@@ -46,7 +46,8 @@ class Task:
       loss: `(outputs, targets, mask, norm) -> (losses (B,), weights (B,))`; the batch loss is
         `sum(losses) / sum(weights)` taken over the whole global batch.
       metrics: `(outputs, targets, mask, norm) -> dict of sums` for one batch.
-      monitor: the validation metric that picks the best checkpoint, and whether higher is better.
+      monitor: the validation metric that picks the best checkpoint by default (its direction
+        is the program's: `engine.programs.supervised.HIGHER_IS_BETTER`).
     """
 
     kind: str
@@ -54,7 +55,6 @@ class Task:
     loss: LossFn
     metrics: Callable[[jax.Array, jax.Array, jax.Array, dict], dict]
     monitor: str
-    monitor_higher_is_better: bool
 
 
 def make(
@@ -173,7 +173,7 @@ def _regression(target_dim: int, per_example: Callable) -> Task:
             "y_sq_sum": jnp.sum(targets**2 * m, axis=0),
         }
 
-    return Task(REGRESSION, target_dim, loss, metrics, "r2", True)
+    return Task(REGRESSION, target_dim, loss, metrics, "r2")
 
 
 def _classification(config: Config, info: DatasetInfo, class_weights) -> Task:
@@ -263,7 +263,7 @@ def _classification_task(
             "correct": jnp.sum((pred == targets) * m),
         }
 
-    return Task(CLASSIFICATION, num_outputs, loss, metrics, "accuracy", True)
+    return Task(CLASSIFICATION, num_outputs, loss, metrics, "accuracy")
 
 
 def _smoothed_one_hot(targets, num_classes, eps):

@@ -198,21 +198,15 @@ def fit(
       callback paused the run (rerun to resume).
     """
     setup = prepare(config, model=model, loss=loss, loss_kind=loss_kind, program=program)
-    config, plan, run, program_, workdir = (
-        setup.config,
-        setup.plan,
-        setup.run,
-        setup.program,
-        setup.workdir,
-    )
+    config, plan, run, workdir = setup.config, setup.plan, setup.run, setup.workdir
     _check_workdir(config, workdir)
-    say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
-    say(*run.notes, *program_.notes)
+    say = loop.Fit(setup.program, plan, workdir, config.epochs, 0, 1).say
+    say(*run.notes, *setup.program.notes)
     if config.summary:
         return {"params": architectures.count_params(run.model, (1, *run.input_shape))}
 
     sample = run.sample_batch()
-    host_state = program_.init(jax.random.PRNGKey(config.seed), sample)
+    host_state = setup.program.init(jax.random.PRNGKey(config.seed), sample)
     abstract = plan.abstract_state(host_state)
     if config.mode != "train":
         ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
@@ -224,37 +218,24 @@ def fit(
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
     ckpt, found = default_callbacks(setup, tracker, callbacks)
     try:
-        start_epoch, state = 0, None
-        if ckpt.latest_epoch() is not None:
-            restored, meta = ckpt.restore(abstract)  # refuses a state of another shape
-            state, start_epoch = plan.from_global(restored), meta["epoch"]
-            saved = meta.get("callbacks", {})
-            for callback in found:
-                if callback.name in saved:
-                    callback.load_state_dict(saved[callback.name])
+        state, start_epoch = _resume(ckpt, abstract, found, plan)
+        if start_epoch:
             say(f"resumed from {workdir} at epoch {start_epoch}")
         if plan.is_main:  # every check passed: now the workdir may change
             os.makedirs(workdir, exist_ok=True)
             with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
                 f.write(config.to_json())
-        if state is None:
-            state = plan.place_state(host_state)
+        state = plan.place_state(host_state) if state is None else state
         del host_state
+        steps_per_epoch = len(run.train_loader)
         fit_ = loop.Fit(
-            program_,
-            plan,
-            workdir,
-            config.epochs,
-            start_epoch,
-            len(run.train_loader),
-            callbacks=tuple(found),
+            setup.program, plan, workdir, config.epochs, start_epoch, steps_per_epoch, found
         )
         loop.run(fit_, state, abstract, run.train_loader, run.val_loader, sample)
         best = {"best_epoch": tracker.best["epoch"], "best_val": tracker.best["val"]}
         if fit_.stop_reason is not None and not fit_.finished:
-            done = ckpt.latest_epoch() or start_epoch
             say(f"{fit_.stop_reason}; run the same command again to resume")
-            return {"stopped_at": done, **best}
+            return {"stopped_at": ckpt.latest_epoch() or start_epoch, **best}
         if fit_.stop_reason is not None:
             say(fit_.stop_reason)
         results = test(setup, ckpt, abstract)
@@ -264,6 +245,21 @@ def fit(
         return results
     finally:
         ckpt.close()
+
+
+def _resume(ckpt: checkpoint.Checkpoints, abstract, callbacks, plan):
+    """`(state in the plan's layout, epoch)` of the latest checkpoint, or `(None, 0)`.
+
+    Restores the callbacks' saved states too; a saved state of another shape is refused.
+    """
+    if ckpt.latest_epoch() is None:
+        return None, 0
+    restored, meta = ckpt.restore(abstract)
+    saved = meta.get("callbacks", {})
+    for callback in callbacks:
+        if callback.name in saved:
+            callback.load_state_dict(saved[callback.name])
+    return plan.from_global(restored), meta["epoch"]
 
 
 def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract) -> dict:
