@@ -84,6 +84,8 @@ _HELP = {
     "batch_size": "global batch size (split over all devices and processes)",
     "eval_batch_size": "batch size for validation and test (0: --batch_size)",
     "epochs": "number of epochs of the planned run",
+    "on_nan": "a non-finite loss, gradient or update: stop (keep the last good checkpoint, "
+    "exit 3) or skip (optax.apply_if_finite drops the update; skipped steps are counted)",
     "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",
     "coordinator_address": "HOST:PORT of process 0 for multi-process runs (Cloud TPU: automatic)",
     "num_processes": "number of processes in a multi-process run (0: automatic/one)",
@@ -206,13 +208,20 @@ def main(argv) -> int:
         else:
             from engine.train import fit
 
-            fit(config)
+            return fit(config).get("exit_code", 0)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from engine.guards import Diverged
+
+        if not isinstance(e, Diverged):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

@@ -260,6 +260,7 @@ def build(
         image_size=image_size,
         augment=augment_fn,
         aux_weight=config.aux_weight,
+        on_nan=config.on_nan,
         # The registry resolves a zoo family's default; any other module is asked.
         has_batchnorm=model.batchnorm
         if "batchnorm" in spec.options

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -19,6 +20,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 STREAMING = ("auto", "memory", "stream")
 LR_SCALING = ("none", "linear")
 BATCHNORM = ("auto", "on", "off")
+ON_NAN = ("stop", "skip")
 
 # Fields that decide the shapes or the meaning of the parameters: a workdir trained with other
 # values cannot be resumed or evaluated with these, so a mismatch is refused, never mixed.
@@ -37,6 +39,7 @@ MODEL_FIELDS = (
     "normalize",
     "optimizer",
     "grad_accum_steps",
+    "on_nan",  # skip wraps the optimizer in optax.apply_if_finite: another state tree
 )
 # Fields whose being on or off (not their value) changes the optimizer state's tree.
 TOGGLE_FIELDS = ("clip_grad_norm", "weight_decay")
@@ -128,6 +131,7 @@ class Config:
     batch_size: int = 64
     eval_batch_size: int = 0  # 0: same as batch_size
     epochs: int = 30
+    on_nan: str = "stop"  # a non-finite loss or update: stop the run, or skip the update
 
     # Devices and processes.
     parallel: str = "jit"
@@ -159,7 +163,7 @@ class Config:
 
     def to_json(self) -> str:
         """The whole configuration as JSON (saved in the workdir)."""
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> Config:
@@ -290,6 +294,12 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
     _choice("lr_scaling", config.lr_scaling, LR_SCALING)
     _choice("batchnorm", config.batchnorm, BATCHNORM)
     _choice("augment", config.augment, tuple(augment.names()))
+    _choice("on_nan", config.on_nan, ON_NAN)
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            # inf and nan pass every comparison-based range check below, then break training.
+            raise ConfigError(f"--{field.name} must be a finite number, got {value}")
 
     positive = {
         "lr": config.lr,

@@ -20,7 +20,7 @@ import jax
 import architectures
 import losses
 from engine import callbacks as cb
-from engine import checkpoint, loop, optim, parallel, report
+from engine import checkpoint, guards, loop, optim, parallel, report
 from engine.build import Run, build
 from engine.config import Config, ConfigError, load_json, validate
 from engine.programs import Program
@@ -144,18 +144,21 @@ def _check_workdir(config: Config, workdir: str) -> None:
 def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.Callback] = ()):
     """The callbacks of a `fit`, in call order.
 
-    The tracker comes first (later callbacks read `improved`), then the user's callbacks (so
-    their state is saved and they can stop the run), then checkpoints, the log and the prints.
+    The NaN guard comes first (it fails the run before anything records a bad epoch), then
+    the tracker (later callbacks read `improved`), the user's callbacks (so their state is
+    saved and they can stop the run), then the log and the checkpoints and the prints.
     """
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
     metric = setup.monitor.partition("_")[2]
-    found = [tracker, *user]
+    found = [guards.NanGuard(config.on_nan), tracker, *user]
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
-        cb.Checkpointer(ckpt, tracker, config.to_dict()),
+        # The record is appended before the checkpoint is saved: a kill between the two
+        # leaves a record past the checkpoint, which the resume drops, never a missing one.
         cb.MetricsLog(workdir, is_main),
+        cb.Checkpointer(ckpt, tracker, config.to_dict()),
         cb.EpochPrinter(tracker),
         cb.CurvesPlot(workdir, metric, is_main),
     ]
@@ -244,10 +247,15 @@ def fit(
         )
         loop.run(fit_, state, abstract, run.train_loader, run.val_loader, sample)
         best = {"best_epoch": tracker.best["epoch"], "best_val": tracker.best["val"]}
+        if fit_.failed:
+            raise guards.Diverged(fit_.stop_reason, fit_.exit_code)
         if fit_.stop_reason is not None and not fit_.finished:
             done = ckpt.latest_epoch() or start_epoch
-            say(f"{fit_.stop_reason}; run the same command again to resume")
-            return {"stopped_at": done, **best}
+            if fit_.exit_code:  # the callback's reason says how to resume
+                say(fit_.stop_reason)
+            else:
+                say(f"{fit_.stop_reason}; run the same command again to resume")
+            return {"stopped_at": done, "exit_code": fit_.exit_code, **best}
         if fit_.stop_reason is not None:
             say(fit_.stop_reason)
         results = test(setup, ckpt, abstract)
