@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import architectures
 import losses
@@ -215,6 +215,9 @@ def main(argv) -> int:
     except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment, not the flags: a full disk, a broken mount
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     except RuntimeError as e:
         from engine.guards import Diverged
 
@@ -226,14 +229,34 @@ def main(argv) -> int:
 
 
 def _help_requested(argv) -> bool:
-    return any(a in ("-h", "--help", "--helpshort", "-help", "-?") for a in argv[1:])
+    return any(a in ("-h", "--help", "--helpshort", "--helpfull", "-help", "-?") for a in argv[1:])
+
+
+def cli(argv) -> int:
+    """The whole command line, `argv` as in `sys.argv`: help, flag parsing, the run.
+
+    Flags are parsed here rather than by `absl.app.run`, whose parsing errors exit 1 with a
+    usage dump and whose `--helpfull` exits 1: here a parsing error is one line and exit 2,
+    like every other usage error, and asking for help exits 0.
+
+    Returns:
+      The exit status: 0, 2 for a usage error, or what the run asked for (3: non-finite
+      values, 143/130: stopped by SIGTERM/SIGINT).
+    """
+    FLAGS.unparse_flags()  # called again in one process (tests): start from the defaults
+    if _help_requested(argv):
+        FLAGS(argv[:1])
+        print(__doc__)
+        full = "--helpfull" in argv
+        print(FLAGS.get_help() if full else FLAGS.main_module_help())
+        return 0
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}; see --help", file=sys.stderr)
+        return 2
+    return main(rest)
 
 
 if __name__ == "__main__":
-    if _help_requested(sys.argv):
-        # absl's own --help exits with status 1; asking for help is not an error.
-        FLAGS(sys.argv[:1])
-        print(__doc__)
-        print(FLAGS.main_module_help())
-        sys.exit(0)
-    app.run(lambda argv: sys.exit(main(argv)))
+    sys.exit(cli(sys.argv))

@@ -344,6 +344,8 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
         # find its own checkpoints.
         raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
+    if config.num_workers < 0:
+        raise ConfigError(f"--num_workers must be >= 0, got {config.num_workers}")
     if config.stop_after_epoch < 0:
         raise ConfigError(f"--stop_after_epoch must be >= 0, got {config.stop_after_epoch}")
     if config.num_processes < 0:
