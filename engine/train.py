@@ -20,7 +20,7 @@ import jax
 import architectures
 import losses
 from engine import callbacks as cb
-from engine import checkpoint, guards, loop, optim, parallel, report
+from engine import checkpoint, guards, lock, loop, optim, parallel, report
 from engine.build import Run, build
 from engine.config import Config, ConfigError, load_json, validate
 from engine.programs import Program
@@ -217,6 +217,28 @@ def fit(
         finally:
             ckpt.close()
 
+    held = lock.WorkdirLock(workdir)
+    if plan.is_main:  # before anything writes: the checkpoint managers create folders
+        os.makedirs(workdir, exist_ok=True)
+        note = held.acquire()  # refuses a workdir another run is training in
+        if note:
+            say(note)
+    try:
+        return _train(setup, held, callbacks, host_state, abstract, sample)
+    finally:
+        held.release()
+
+
+def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
+    """The train mode of `fit`, with the workdir locked."""
+    config, plan, run, program_, workdir = (
+        setup.config,
+        setup.plan,
+        setup.run,
+        setup.program,
+        setup.workdir,
+    )
+    say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
     ckpt, found = default_callbacks(setup, tracker, callbacks)
     try:
@@ -230,7 +252,6 @@ def fit(
                     callback.load_state_dict(saved[callback.name])
             say(f"resumed from {workdir} at epoch {start_epoch}")
         if plan.is_main:  # every check passed: now the workdir may change
-            os.makedirs(workdir, exist_ok=True)
             with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
                 f.write(config.to_json())
         if state is None:
