@@ -91,6 +91,10 @@ _HELP = {
     "num_processes": "number of processes in a multi-process run (0: automatic/one)",
     "process_id": "this process's index in a multi-process run (-1: automatic)",
     "max_to_keep": "how many latest checkpoints to keep",
+    "checkpoint_every": "also checkpoint inside an epoch every N train steps (0: off); a "
+    "resumed run continues the epoch at the next batch",
+    "checkpoint_minutes": "also checkpoint inside an epoch every M minutes of training (0: "
+    "off), so a kill loses at most that much work",
     "stop_after_epoch": "stop after this epoch (resumable by rerunning); 0: train to --epochs",
     "summary": "print the model summary and exit",
     "progress": "show a progress bar per epoch",

@@ -204,12 +204,13 @@ class ProgressBar(Callback):
 
         fit = self.fit
         within = (step - 1) % fit.steps_per_epoch
-        if within == 0:
+        if within == 0 or self.bar is None:  # an epoch starts, or a resumed one continues
             if self.bar is not None:
                 self.bar.close()
             epoch = (step - 1) // fit.steps_per_epoch + 1
             self.bar = tqdm(
                 total=fit.steps_per_epoch,
+                initial=within,
                 desc=f"epoch {epoch}",
                 leave=False,
                 disable=None,

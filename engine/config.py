@@ -141,6 +141,8 @@ class Config:
 
     # Checkpoints and output.
     max_to_keep: int = 2
+    checkpoint_every: int = 0  # also save inside an epoch every N steps; 0: off
+    checkpoint_minutes: float = 5.0  # also save inside an epoch every M minutes; 0: off
     stop_after_epoch: int = 0  # stop (resumably) after this epoch; 0: run to --epochs
     summary: bool = False
     progress: bool = True
@@ -344,6 +346,9 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
         # find its own checkpoints.
         raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
+    for name in ("checkpoint_every", "checkpoint_minutes"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num_workers must be >= 0, got {config.num_workers}")
     if config.stop_after_epoch < 0:

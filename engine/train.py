@@ -20,7 +20,7 @@ import jax
 import architectures
 import losses
 from engine import callbacks as cb
-from engine import checkpoint, guards, lock, loop, optim, parallel, report
+from engine import checkpoint, guards, lock, loop, midepoch, optim, parallel, report
 from engine.build import Run, build
 from engine.config import Config, ConfigError, load_json, validate
 from engine.programs import Program
@@ -159,6 +159,13 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
         # leaves a record past the checkpoint, which the resume drops, never a missing one.
         cb.MetricsLog(workdir, is_main),
         cb.Checkpointer(ckpt, tracker, config.to_dict()),
+    ]
+    saver = midepoch.StepCheckpointer(
+        ckpt, config.to_dict(), config.checkpoint_every, config.checkpoint_minutes
+    )
+    found += [
+        saver,
+        midepoch.Preemption(saver),
         cb.EpochPrinter(tracker),
         cb.CurvesPlot(workdir, metric, is_main),
     ]
@@ -242,15 +249,20 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
     ckpt, found = default_callbacks(setup, tracker, callbacks)
     try:
-        start_epoch, state = 0, None
-        if ckpt.latest_epoch() is not None:
-            restored, meta = ckpt.restore(abstract)  # refuses a state of another shape
-            state, start_epoch = plan.from_global(restored), meta["epoch"]
+        steps = len(run.train_loader)
+        zeros = loop.metric_zeros(program_, abstract, sample, plan.axis_name)
+        restored, meta, start_epoch, start_step, totals = midepoch.resume_point(
+            ckpt, abstract, zeros, steps, say
+        )
+        state = None
+        if restored is not None:
+            state = plan.from_global(restored)
             saved = meta.get("callbacks", {})
             for callback in found:
                 if callback.name in saved:
                     callback.load_state_dict(saved[callback.name])
-            say(f"resumed from {workdir} at epoch {start_epoch}")
+            within = f", step {start_step} of {steps}" if start_step else ""
+            say(f"resumed from {workdir} at epoch {start_epoch}{within}")
         if plan.is_main:  # every check passed: now the workdir may change
             with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
                 f.write(config.to_json())
@@ -263,8 +275,10 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
             workdir,
             config.epochs,
             start_epoch,
-            len(run.train_loader),
+            steps,
             callbacks=tuple(found),
+            start_step=start_step,
+            start_totals=totals,
         )
         loop.run(fit_, state, abstract, run.train_loader, run.val_loader, sample)
         best = {"best_epoch": tracker.best["epoch"], "best_val": tracker.best["val"]}
