@@ -75,6 +75,10 @@ class Checkpoints:
             )
         return self._mid
 
+    def directory(self, which: str) -> str:
+        """The folder of `which` (LATEST, BEST or MID) checkpoints."""
+        return self._mid_dir if which == MID else str(self._manager(which).directory)
+
     def latest_step(self) -> int | None:
         """The global step of the newest complete mid-epoch checkpoint, or None."""
         if self._mid is None and not os.path.isdir(self._mid_dir):
@@ -106,6 +110,31 @@ class Checkpoints:
     def latest_epoch(self, which: str = LATEST) -> int | None:
         """The epoch of the newest complete checkpoint, or None."""
         return self._manager(which).latest_step()
+
+    def steps(self, which: str = LATEST) -> list[int]:
+        """The numbers of the complete checkpoints of `which` (LATEST, BEST, MID), newest first."""
+        if which == MID:
+            if self._mid is None and not os.path.isdir(self._mid_dir):
+                return []
+            return sorted(self._mid_manager().all_steps(), reverse=True)
+        return sorted(self._manager(which).all_steps(), reverse=True)
+
+    def set_aside(self, which: str, number: int) -> str:
+        """Moves a damaged checkpoint to `checkpoints/damaged/` (kept for inspection).
+
+        Orbax would refuse to save that step again while its folder exists.
+        """
+        manager = self._mid_manager() if which == MID else self._manager(which)
+        source = os.path.join(self.directory(which), str(number))
+        target = os.path.join(os.path.dirname(self._mid_dir), "damaged", f"{which}-{number}")
+        suffix = 0
+        while os.path.exists(target + (f".{suffix}" if suffix else "")):
+            suffix += 1
+        target += f".{suffix}" if suffix else ""
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(source, target)
+        manager.reload()
+        return target
 
     def save(self, epoch: int, state: Any, meta: dict, *, best: bool) -> None:
         """Saves `state` (global arrays) and `meta` as the latest, and also as best if `best`."""

@@ -17,6 +17,7 @@ import jax
 
 from engine import checkpoint, report
 from engine.callbacks import Callback
+from engine.config import ConfigError
 
 # With several processes the time trigger is decided by process 0 and broadcast, every this
 # many steps only (a collective per step would wait for every step).
@@ -160,25 +161,53 @@ def _main_thread() -> bool:
 
 
 def resume_point(ckpt: checkpoint.Checkpoints, abstract, zeros, steps_per_epoch: int, say):
-    """Where a run resumes: the newest of the last epoch's and the last mid-epoch checkpoint.
+    """Where a run resumes: the newest checkpoint that reads back, epoch-end or mid-epoch.
+
+    A checkpoint that fails to restore (files truncated or deleted after orbax committed it)
+    is passed over with a warning naming it, for the next newest; when none restores, the
+    newest one's error is raised: never a silent start from scratch while checkpoints exist.
+    A mid-epoch checkpoint made with another number of steps per epoch (another
+    `--batch_size`) cannot continue its epoch and is passed over too.
 
     Returns:
       `(global state or None, meta or None, start_epoch, start_step, start_totals or None)`.
-      A mid-epoch checkpoint made with another number of steps per epoch (another
-      `--batch_size`) cannot continue its epoch; the epoch's checkpoint is used instead.
     """
-    epoch = ckpt.latest_epoch()
-    step = ckpt.latest_step()
-    if step is not None and step > (epoch or 0) * steps_per_epoch:
-        state, totals, meta = ckpt.restore_step(abstract, zeros, step)
-        if meta.get("steps_per_epoch") == steps_per_epoch:
-            return state, meta, meta["epoch"], meta["step_in_epoch"], totals
-        say(
-            f"warning: the mid-epoch checkpoint at step {step} has "
-            f"{meta.get('steps_per_epoch')} steps per epoch, this run {steps_per_epoch}; "
-            "resuming from the last epoch's checkpoint instead"
-        )
-    if epoch is None:
-        return None, None, 0, 0, None
-    state, meta = ckpt.restore(abstract)  # refuses a state of another shape
-    return state, meta, meta["epoch"], 0, None
+    candidates = [(s, checkpoint.MID, s) for s in ckpt.steps(checkpoint.MID)]
+    candidates += [(e * steps_per_epoch, checkpoint.LATEST, e) for e in ckpt.steps()]
+    # Newest first; at equal steps the epoch's own checkpoint (it has its record) wins.
+    candidates.sort(key=lambda c: (c[0], c[1] == checkpoint.LATEST), reverse=True)
+    first_error, damaged = None, []
+
+    def set_aside_damaged():
+        for which, number, where, reason in damaged:
+            moved = ckpt.set_aside(which, number)
+            say(f"warning: checkpoint {where} does not restore ({reason}); moved to {moved}")
+
+    for _, which, number in candidates:
+        where = f"{ckpt.directory(which)}/{number}"
+        try:
+            if which == checkpoint.MID:
+                state, totals, meta = ckpt.restore_step(abstract, zeros, number)
+                if meta.get("steps_per_epoch") != steps_per_epoch:
+                    say(
+                        f"warning: {where} has {meta.get('steps_per_epoch')} steps per epoch, "
+                        f"this run {steps_per_epoch}; it cannot continue its epoch, skipped"
+                    )
+                    continue
+                set_aside_damaged()
+                return state, meta, meta["epoch"], meta["step_in_epoch"], totals
+            state, meta = ckpt.restore(abstract, epoch=number)
+            set_aside_damaged()
+            return state, meta, meta["epoch"], 0, None
+        except Exception as e:
+            first_error = first_error or e
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            damaged.append((which, number, where, reason))
+    if first_error is not None:
+        reason = str(first_error).strip().splitlines()[0][:300]
+        raise ConfigError(
+            f"no checkpoint in {os.path.dirname(ckpt.directory(checkpoint.LATEST))} restores "
+            f"(the newest: {reason}); with the flags it was trained with, they are damaged: "
+            "move them away to train from scratch"
+        ) from None
+    return None, None, 0, 0, None
