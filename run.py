@@ -84,6 +84,11 @@ _HELP = {
     "batch_size": "global batch size (split over all devices and processes)",
     "eval_batch_size": "batch size for validation and test (0: --batch_size)",
     "epochs": "number of epochs of the planned run",
+    "init_from": "WORKDIR[:best|latest]: start from that run's parameters and BatchNorm "
+    "statistics (those whose path and shape match; the rest, e.g. a new head, start fresh)",
+    "init_params": "regex of the parameter paths --init_from loads, e.g. '^(conv|dense0)' "
+    "(empty: all that match by path and shape)",
+    "freeze": "regex of the parameter paths to keep fixed, e.g. '^conv' (optax set_to_zero)",
     "on_nan": "a non-finite loss, gradient or update: stop (keep the last good checkpoint, "
     "exit 3) or skip (optax.apply_if_finite drops the update; skipped steps are counted)",
     "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from typing import Any
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -39,6 +40,7 @@ MODEL_FIELDS = (
     "normalize",
     "optimizer",
     "grad_accum_steps",
+    "freeze",  # frozen parameters have no optimizer state: another state tree
     "on_nan",  # skip wraps the optimizer in optax.apply_if_finite: another state tree
 )
 # Fields whose being on or off (not their value) changes the optimizer state's tree.
@@ -131,6 +133,9 @@ class Config:
     batch_size: int = 64
     eval_batch_size: int = 0  # 0: same as batch_size
     epochs: int = 30
+    init_from: str = ""  # WORKDIR[:best|latest]: start from another run's parameters
+    init_params: str = ""  # regex of the parameter paths to load (empty: all that fit)
+    freeze: str = ""  # regex of the parameter paths kept fixed (optax set_to_zero)
     on_nan: str = "stop"  # a non-finite loss or update: stop the run, or skip the update
 
     # Devices and processes.
@@ -349,6 +354,15 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
     for name in ("checkpoint_every", "checkpoint_minutes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
+    for name in ("init_params", "freeze"):
+        try:
+            re.compile(getattr(config, name))
+        except re.error as e:
+            raise ConfigError(
+                f"--{name}={getattr(config, name)!r} is not a valid regex ({e})"
+            ) from None
+    if config.init_params and not config.init_from:
+        raise ConfigError("--init_params selects what --init_from loads; give --init_from too")
     if config.num_workers < 0:
         raise ConfigError(f"--num_workers must be >= 0, got {config.num_workers}")
     if config.stop_after_epoch < 0:

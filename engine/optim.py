@@ -72,6 +72,10 @@ def make(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
         else:
             raise ValueError(f"unknown optimizer {config.optimizer!r}")
     tx = optax.chain(*parts)
+    if config.freeze:
+        from engine.finetune import freeze
+
+        tx = freeze(tx, config.freeze)
     if config.on_nan == "skip":
         # Inside MultiSteps, so it judges the averaged update that is applied. It gives up (and
         # applies) after this many non-finite updates in a row; the NaN guard stops a run

@@ -263,6 +263,8 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
                     callback.load_state_dict(saved[callback.name])
             within = f", step {start_step} of {steps}" if start_step else ""
             say(f"resumed from {workdir} at epoch {start_epoch}{within}")
+        if restored is None and (config.init_from or config.freeze):
+            host_state = _fine_tune_start(host_state, config, say)
         if plan.is_main:  # every check passed: now the workdir may change
             with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
                 f.write(config.to_json())
@@ -300,6 +302,18 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
         return results
     finally:
         ckpt.close()
+
+
+def _fine_tune_start(host_state, config: Config, say):
+    """A fresh start's state with `--init_from` parameters loaded; says what is frozen."""
+    from engine import finetune
+
+    if config.init_from:
+        host_state = finetune.initialise(host_state, config, say)
+    if config.freeze:
+        names = finetune.frozen_names(host_state.params, config.freeze)
+        say(f"frozen ({len(names)}): {', '.join(names) or 'nothing matches --freeze'}")
+    return host_state
 
 
 def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract) -> dict:
