@@ -42,6 +42,8 @@ _HELP = {
     "data_dir": "where datasets are prepared and read (default: $TFDS_DATA_DIR or "
     "~/tensorflow_datasets)",
     "target": "the column to predict for a csv: dataset",
+    "classes": "classification: keep only these comma-separated labels, renumbered 0..k-1 in "
+    "the order given (e.g. --classes=5,6,7,8,9); empty: all",
     "test_fraction": "fraction held out for testing when the dataset has no test split",
     "val_fraction": "fraction of the remaining rows held out for validation",
     "split": f"how to hold out rows: {'|'.join(config_lib.SPLITS)} (time: the last rows)",
@@ -135,7 +137,7 @@ def _explicit_values() -> dict:
         if not FLAGS[field.name].present:
             continue
         value = FLAGS[field.name].value
-        if field.name == "hidden_sizes":
+        if field.name in ("hidden_sizes", "classes"):
             try:
                 value = tuple(int(v) for v in value)
             except ValueError:

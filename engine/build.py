@@ -184,6 +184,10 @@ def build(
         )
     except ValueError as e:  # the data package's errors are one-line user errors
         raise ConfigError(str(e)) from None
+    if config.classes:
+        from engine.finetune import filter_classes
+
+        splits = filter_classes(splits, config.classes)
     info = splits.info
     notes.append(
         f"data: {info.name} ({info.task}, input {info.input_shape}) split "

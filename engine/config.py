@@ -40,6 +40,7 @@ MODEL_FIELDS = (
     "normalize",
     "optimizer",
     "grad_accum_steps",
+    "classes",
     "freeze",  # frozen parameters have no optimizer state: another state tree
     "on_nan",  # skip wraps the optimizer in optax.apply_if_finite: another state tree
 )
@@ -87,6 +88,7 @@ class Config:
     dataset: str = "digits"
     data_dir: str = ""  # empty: engine.data.default_data_dir()
     target: str = ""  # the target column of a csv: dataset
+    classes: tuple[int, ...] = ()  # keep only these classes, renumbered 0..k-1; empty: all
     test_fraction: float = 0.3
     val_fraction: float = 0.1
     split: str = "random"

@@ -1,9 +1,11 @@
-"""Starting from another run's parameters (`--init_from`, `--init_params`) and freezing some."""
+"""Fine-tuning: another run's parameters (`--init_from`), frozen ones, a class subset."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from typing import Any
 
 import jax
 import numpy as np
@@ -82,14 +84,12 @@ def parse_source(spec: str) -> tuple[str, str]:
     return workdir, which
 
 
-def load_source(spec: str) -> tuple[dict, str]:
-    """The `params` and `batch_stats` of another run's checkpoint, as host arrays.
+def source_checkpoint(spec: str) -> tuple[str, str]:
+    """The state folder `--init_from=spec` names, and a description of it for messages.
 
     Raises:
       ConfigError: no such run or checkpoint, naming what was looked for.
     """
-    import orbax.checkpoint as ocp
-
     workdir, which = parse_source(spec)
     root = os.path.join(os.path.abspath(workdir), "checkpoints", which)
     steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
@@ -98,7 +98,19 @@ def load_source(spec: str) -> tuple[dict, str]:
             f"--init_from={spec}: no {which} checkpoint in {root}; give WORKDIR[:best|latest] "
             "of a trained run"
         )
-    path = os.path.join(root, str(max(steps)), "state")
+    where = f"{workdir} ({which} checkpoint, epoch {max(steps)})"
+    return os.path.join(root, str(max(steps)), "state"), where
+
+
+def load_source(spec: str) -> tuple[dict, str]:
+    """The `params` and `batch_stats` of another run's checkpoint, as host arrays.
+
+    Raises:
+      ConfigError: no such run or checkpoint, naming what was looked for.
+    """
+    import orbax.checkpoint as ocp
+
+    path, where = source_checkpoint(spec)
     checkpointer = ocp.StandardCheckpointer()
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     try:
@@ -110,7 +122,6 @@ def load_source(spec: str) -> tuple[dict, str]:
     except Exception as e:  # any unreadable checkpoint is the same user error
         raise ConfigError(f"--init_from={spec}: cannot read {path} ({type(e).__name__})") from None
     state = jax.tree.map(np.asarray, state)
-    where = f"{workdir} ({which} checkpoint, epoch {max(steps)})"
     return {"params": state.get("params", {}), "batch_stats": state.get("batch_stats", {})}, where
 
 
@@ -127,3 +138,60 @@ def initialise(host_state, config, say):
         + (f"; re-initialised: {', '.join(kept + stats_kept)}" if kept or stats_kept else "")
     )
     return host_state.replace(params=params, batch_stats=stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class Relabeled:
+    """The rows of `source` whose class `mapping` keeps, labels renumbered by `mapping`."""
+
+    source: Any
+    indices: np.ndarray
+    mapping: np.ndarray  # old label -> new label (-1: dropped)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The new labels of the kept rows."""
+        return self.mapping[np.asarray(self.source.targets)[self.indices]]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get(self, indices: np.ndarray):
+        """`(inputs, new labels)` of rows `indices`."""
+        inputs, targets = self.source.get(self.indices[np.asarray(indices)])
+        return inputs, self.mapping[targets].astype(np.int32)
+
+
+def filter_classes(splits, classes: tuple[int, ...]):
+    """`splits` restricted to `classes` (`--classes`), renumbered 0..k-1 in the order given.
+
+    Raises:
+      ConfigError: a regression dataset, or a class the dataset does not have.
+    """
+    info = splits.info
+    if info.task != "classification":
+        raise ConfigError(f"--classes filters classes; {info.name} is a regression dataset")
+    bad = [c for c in classes if not 0 <= c < info.num_classes]
+    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ConfigError(
+            f"--classes={','.join(map(str, classes))} must list at least 2 distinct labels of "
+            f"{info.name}'s 0..{info.num_classes - 1}"
+        )
+    mapping = np.full(info.num_classes, -1, np.int32)
+    mapping[list(classes)] = np.arange(len(classes), dtype=np.int32)
+
+    def keep(source):
+        rows = np.flatnonzero(mapping[np.asarray(source.targets)] >= 0)
+        return Relabeled(source, rows, mapping)
+
+    names = info.class_names or tuple(str(i) for i in range(info.num_classes))
+    new_info = dataclasses.replace(
+        info, num_classes=len(classes), class_names=tuple(names[c] for c in classes)
+    )
+    return dataclasses.replace(
+        splits,
+        info=new_info,
+        train=keep(splits.train),
+        val=keep(splits.val),
+        test=keep(splits.test),
+    )

@@ -126,6 +126,10 @@ def prepare(
 
 def _check_workdir(config: Config, workdir: str) -> None:
     """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
+    if config.init_from and config.mode == "train":
+        from engine.finetune import source_checkpoint
+
+        source_checkpoint(config.init_from)  # before anything is written
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         if config.mode != "train":

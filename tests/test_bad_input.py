@@ -113,6 +113,14 @@ CASES = [
     (["--config={r}/unknown.json"], "unknown setting(s) learning_rate"),
     (["--config={r}/list.json"], "must hold a JSON object"),
     (["--plugins=no_such_plugin_module"], "--plugins=no_such_plugin_module: cannot import"),
+    # Fine-tuning.
+    (["--classes=3,3"], "must list at least 2 distinct labels"),
+    (["--classes=5,12"], "must list at least 2 distinct labels of digits's 0..9"),
+    (["--classes=a"], "--classes takes comma-separated integers"),
+    (["--dataset=diabetes", "--loss=mse", "--classes=0,1"], "is a regression dataset"),
+    (["--init_from={r}/never_trained", "--workdir={r}/new"], "no best checkpoint in"),
+    (["--freeze=("], "--freeze='(' is not a valid regex"),
+    (["--init_params=dense"], "give --init_from too"),
     # Workdirs and modes.
     (["--arch=lenet"], "was trained with --arch='mlp'"),
     (["--hidden_sizes=32"], "was trained with --hidden_sizes=[16]"),

@@ -44,3 +44,16 @@ def test_init_from_with_a_frozen_layer(data_dir, tmp_path, capsys):
     for name in ("kernel", "bias"):  # loaded, then never updated: bit-identical
         np.testing.assert_array_equal(after["dense0"][name], before["dense0"][name])
     assert not np.array_equal(after["head"]["kernel"], before["head"]["kernel"])
+
+
+def test_classes_keeps_and_renumbers_labels():
+    from engine.data.source import ArraySource, DatasetInfo, Splits
+
+    labels = np.array([0, 5, 7, 5, 9, 1], np.int32)
+    source = ArraySource(np.arange(6, dtype=np.float32)[:, None], labels)
+    info = DatasetInfo("toy", "classification", (1,), num_classes=10)
+    kept = finetune.filter_classes(Splits(info, source, source, source), (5, 7, 9))
+    assert kept.info.num_classes == 3 and kept.info.class_names == ("5", "7", "9")
+    inputs, targets = kept.train.get(np.arange(len(kept.train)))
+    assert inputs[:, 0].tolist() == [1, 2, 3, 4]  # the rows labelled 5, 7, 5, 9
+    assert targets.tolist() == [0, 1, 0, 2] == kept.train.targets.tolist()
