@@ -126,6 +126,8 @@ def prepare(
 
 def _check_workdir(config: Config, workdir: str) -> None:
     """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir={workdir} is a file, not a folder; choose another path")
     if config.init_from and config.mode == "train":
         from engine.finetune import source_checkpoint
 
