@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import architectures
 import losses
@@ -42,6 +42,8 @@ _HELP = {
     "data_dir": "where datasets are prepared and read (default: $TFDS_DATA_DIR or "
     "~/tensorflow_datasets)",
     "target": "the column to predict for a csv: dataset",
+    "classes": "classification: keep only these comma-separated labels, renumbered 0..k-1 in "
+    "the order given (e.g. --classes=5,6,7,8,9); empty: all",
     "test_fraction": "fraction held out for testing when the dataset has no test split",
     "val_fraction": "fraction of the remaining rows held out for validation",
     "split": f"how to hold out rows: {'|'.join(config_lib.SPLITS)} (time: the last rows)",
@@ -84,11 +86,22 @@ _HELP = {
     "batch_size": "global batch size (split over all devices and processes)",
     "eval_batch_size": "batch size for validation and test (0: --batch_size)",
     "epochs": "number of epochs of the planned run",
+    "init_from": "WORKDIR[:best|latest]: start from that run's parameters and BatchNorm "
+    "statistics (those whose path and shape match; the rest, e.g. a new head, start fresh)",
+    "init_params": "regex of the parameter paths --init_from loads, e.g. '^(conv|dense0)' "
+    "(empty: all that match by path and shape)",
+    "freeze": "regex of the parameter paths to keep fixed, e.g. '^conv' (optax set_to_zero)",
+    "on_nan": "a non-finite loss, gradient or update: stop (keep the last good checkpoint, "
+    "exit 3) or skip (optax.apply_if_finite drops the update; skipped steps are counted)",
     "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",
     "coordinator_address": "HOST:PORT of process 0 for multi-process runs (Cloud TPU: automatic)",
     "num_processes": "number of processes in a multi-process run (0: automatic/one)",
     "process_id": "this process's index in a multi-process run (-1: automatic)",
     "max_to_keep": "how many latest checkpoints to keep",
+    "checkpoint_every": "also checkpoint inside an epoch every N train steps (0: off); a "
+    "resumed run continues the epoch at the next batch",
+    "checkpoint_minutes": "also checkpoint inside an epoch every M minutes of training (0: "
+    "off), so a kill loses at most that much work",
     "stop_after_epoch": "stop after this epoch (resumable by rerunning); 0: train to --epochs",
     "summary": "print the model summary and exit",
     "progress": "show a progress bar per epoch",
@@ -124,7 +137,7 @@ def _explicit_values() -> dict:
         if not FLAGS[field.name].present:
             continue
         value = FLAGS[field.name].value
-        if field.name == "hidden_sizes":
+        if field.name in ("hidden_sizes", "classes"):
             try:
                 value = tuple(int(v) for v in value)
             except ValueError:
@@ -206,25 +219,55 @@ def main(argv) -> int:
         else:
             from engine.train import fit
 
-            fit(config)
+            return fit(config).get("exit_code", 0)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment, not the flags: a full disk, a broken mount
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        from engine.guards import Diverged
+
+        if not isinstance(e, Diverged):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 
 def _help_requested(argv) -> bool:
-    return any(a in ("-h", "--help", "--helpshort", "-help", "-?") for a in argv[1:])
+    return any(a in ("-h", "--help", "--helpshort", "--helpfull", "-help", "-?") for a in argv[1:])
+
+
+def cli(argv) -> int:
+    """The whole command line, `argv` as in `sys.argv`: help, flag parsing, the run.
+
+    Flags are parsed here rather than by `absl.app.run`, whose parsing errors exit 1 with a
+    usage dump and whose `--helpfull` exits 1: here a parsing error is one line and exit 2,
+    like every other usage error, and asking for help exits 0.
+
+    Returns:
+      The exit status: 0, 2 for a usage error, or what the run asked for (3: non-finite
+      values, 143/130: stopped by SIGTERM/SIGINT).
+    """
+    FLAGS.unparse_flags()  # called again in one process (tests): start from the defaults
+    if _help_requested(argv):
+        FLAGS(argv[:1])
+        print(__doc__)
+        full = "--helpfull" in argv
+        print(FLAGS.get_help() if full else FLAGS.main_module_help())
+        return 0
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}; see --help", file=sys.stderr)
+        return 2
+    return main(rest)
 
 
 if __name__ == "__main__":
-    if _help_requested(sys.argv):
-        # absl's own --help exits with status 1; asking for help is not an error.
-        FLAGS(sys.argv[:1])
-        print(__doc__)
-        print(FLAGS.main_module_help())
-        sys.exit(0)
-    app.run(lambda argv: sys.exit(main(argv)))
+    sys.exit(cli(sys.argv))

@@ -184,6 +184,10 @@ def build(
         )
     except ValueError as e:  # the data package's errors are one-line user errors
         raise ConfigError(str(e)) from None
+    if config.classes:
+        from engine.finetune import filter_classes
+
+        splits = filter_classes(splits, config.classes)
     info = splits.info
     notes.append(
         f"data: {info.name} ({info.task}, input {info.input_shape}) split "
@@ -260,6 +264,7 @@ def build(
         image_size=image_size,
         augment=augment_fn,
         aux_weight=config.aux_weight,
+        on_nan=config.on_nan,
         # The registry resolves a zoo family's default; any other module is asked.
         has_batchnorm=model.batchnorm
         if "batchnorm" in spec.options

@@ -61,20 +61,26 @@ def monitored(record: dict, monitor: str) -> float:
 class BestTracker(Callback):
     """Tracks the best epoch on the monitored metric; `improved` says whether this epoch was.
 
-    A non-finite value is never best. A tie on the monitored metric goes to the lower
-    validation loss, not to the earlier (often undertrained) epoch: small validation splits
-    tie often.
+    A non-finite value is never best, nor is an epoch with any non-finite validation number
+    or one the run stopped as failed (a NaN guard ran first). A tie on the monitored metric
+    goes to the lower validation loss, not to the earlier (often undertrained) epoch: small
+    validation splits tie often.
     """
 
     def __init__(self, monitor: str, higher_is_better: bool):
         self.monitor, self.higher_is_better = monitor, higher_is_better
         self.best: dict = {"monitor": None, "epoch": 0, "val": None}
         self.improved = False
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
 
     def on_epoch_end(self, epoch, record, state):
         value = monitored(record, self.monitor)
         old = self.best["monitor"]
-        if not math.isfinite(value):
+        finite = all(math.isfinite(v) for v in record["val"].values() if isinstance(v, int | float))
+        if not (math.isfinite(value) and finite) or (self.fit is not None and self.fit.failed):
             self.improved = False
         elif old is None:
             self.improved = True
@@ -109,6 +115,8 @@ class Checkpointer(Callback):
         self.fit = fit
 
     def on_epoch_end(self, epoch, record, state):
+        if self.fit.failed:  # a diverged state is never saved: the last good one stays
+            return
         states = {cb.name: cb.state_dict() for cb in self.fit.callbacks}
         meta = {
             "epoch": epoch,
@@ -118,25 +126,31 @@ class Checkpointer(Callback):
             "jax_version": jax.__version__,
         }
         plan = self.fit.plan
-        self.ckpt.save(epoch, plan.global_state(state), meta, best=self.tracker.improved)
+        self.ckpt.save(
+            epoch, plan.global_state(state), report.strict(meta), best=self.tracker.improved
+        )
 
     def on_fit_end(self, fit, state):
         self.ckpt.wait()
 
 
 class MetricsLog(Callback):
-    """Appends each epoch's record to `metrics.jsonl` (process 0); a resume drops later ones."""
+    """Appends each epoch's record to `metrics.jsonl` (process 0); a resume drops later ones.
+
+    Every start rewrites the file to the records of the epochs the checkpoint holds, a fresh
+    start too: a run killed after appending epoch 1 but before its first checkpoint committed
+    restarts from scratch, and keeping that record gave two `"epoch": 1` lines.
+    """
 
     def __init__(self, workdir: str, is_main: bool):
         self.workdir, self.is_main = workdir, is_main
 
     def on_fit_start(self, fit):
-        if self.is_main and fit.start_epoch:
-            kept = [
-                r
-                for r in report.read_metrics(self.workdir)
-                if r.get("epoch", math.inf) <= fit.start_epoch
-            ]
+        if not self.is_main:
+            return
+        records = report.read_metrics(self.workdir)
+        kept = [r for r in records if r.get("epoch", math.inf) <= fit.start_epoch]
+        if kept != records:
             report.rewrite_metrics(self.workdir, kept)
 
     def on_epoch_end(self, epoch, record, state):
@@ -190,12 +204,13 @@ class ProgressBar(Callback):
 
         fit = self.fit
         within = (step - 1) % fit.steps_per_epoch
-        if within == 0:
+        if within == 0 or self.bar is None:  # an epoch starts, or a resumed one continues
             if self.bar is not None:
                 self.bar.close()
             epoch = (step - 1) // fit.steps_per_epoch + 1
             self.bar = tqdm(
                 total=fit.steps_per_epoch,
+                initial=within,
                 desc=f"epoch {epoch}",
                 leave=False,
                 disable=None,

@@ -12,6 +12,7 @@ from engine.config import ConfigError
 
 LATEST = "latest"
 BEST = "best"
+MID = "mid_epoch"
 
 
 class Checkpoints:
@@ -33,7 +34,12 @@ class Checkpoints:
         self._latest = ocp.CheckpointManager(
             os.path.join(root, LATEST),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=single
+                max_to_keep=max_to_keep,
+                create=True,
+                enable_async_checkpointing=single,
+                # A killed save leaves `<step>.orbax-checkpoint-tmp`; a resumed run may save
+                # that step again. The workdir lock makes this run the only writer.
+                cleanup_tmp_directories=True,
             ),
             item_names=("state", "meta"),
         )
@@ -42,17 +48,93 @@ class Checkpoints:
         self._best = ocp.CheckpointManager(
             os.path.join(root, BEST),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, create=True, enable_async_checkpointing=single
+                max_to_keep=1,
+                create=True,
+                enable_async_checkpointing=single,
+                cleanup_tmp_directories=True,
             ),
             item_names=("state", "meta"),
         )
 
+        # Mid-epoch saves (`engine.midepoch`), numbered by global step, with the epoch's
+        # running metric sums beside the state; made on first use (eval writes nothing).
+        self._mid_dir, self._mid_keep, self._async = os.path.join(root, MID), max_to_keep, single
+        self._mid: ocp.CheckpointManager | None = None
+
+    def _mid_manager(self) -> ocp.CheckpointManager:
+        if self._mid is None:
+            self._mid = ocp.CheckpointManager(
+                self._mid_dir,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=self._mid_keep,
+                    create=True,
+                    enable_async_checkpointing=self._async,
+                    cleanup_tmp_directories=True,
+                ),
+                item_names=("state", "totals", "meta"),
+            )
+        return self._mid
+
+    def directory(self, which: str) -> str:
+        """The folder of `which` (LATEST, BEST or MID) checkpoints."""
+        return self._mid_dir if which == MID else str(self._manager(which).directory)
+
+    def latest_step(self) -> int | None:
+        """The global step of the newest complete mid-epoch checkpoint, or None."""
+        if self._mid is None and not os.path.isdir(self._mid_dir):
+            return None
+        return self._mid_manager().latest_step()
+
     def _manager(self, which: str) -> ocp.CheckpointManager:
-        return self._latest if which == LATEST else self._best
+        return {LATEST: self._latest, BEST: self._best}[which]
+
+    def save_step(self, step: int, state: Any, totals: Any, meta: dict) -> None:
+        """Saves a mid-epoch checkpoint after global step `step` (host `totals`: the sums)."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            totals=ocp.args.StandardSave(totals),
+            meta=ocp.args.JsonSave(meta),
+        )
+        self._mid_manager().save(step, args=args)
+
+    def restore_step(self, abstract_state: Any, zeros: Any, step: int):
+        """Restores `(state, totals, meta)` of the mid-epoch checkpoint after `step`."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            totals=ocp.args.StandardRestore(zeros),
+            meta=ocp.args.JsonRestore(),
+        )
+        restored = self._mid_manager().restore(step, args=args)
+        return restored["state"], restored["totals"], restored["meta"]
 
     def latest_epoch(self, which: str = LATEST) -> int | None:
         """The epoch of the newest complete checkpoint, or None."""
         return self._manager(which).latest_step()
+
+    def steps(self, which: str = LATEST) -> list[int]:
+        """The numbers of the complete checkpoints of `which` (LATEST, BEST, MID), newest first."""
+        if which == MID:
+            if self._mid is None and not os.path.isdir(self._mid_dir):
+                return []
+            return sorted(self._mid_manager().all_steps(), reverse=True)
+        return sorted(self._manager(which).all_steps(), reverse=True)
+
+    def set_aside(self, which: str, number: int) -> str:
+        """Moves a damaged checkpoint to `checkpoints/damaged/` (kept for inspection).
+
+        Orbax would refuse to save that step again while its folder exists.
+        """
+        manager = self._mid_manager() if which == MID else self._manager(which)
+        source = os.path.join(self.directory(which), str(number))
+        target = os.path.join(os.path.dirname(self._mid_dir), "damaged", f"{which}-{number}")
+        suffix = 0
+        while os.path.exists(target + (f".{suffix}" if suffix else "")):
+            suffix += 1
+        target += f".{suffix}" if suffix else ""
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(source, target)
+        manager.reload()
+        return target
 
     def save(self, epoch: int, state: Any, meta: dict, *, best: bool) -> None:
         """Saves `state` (global arrays) and `meta` as the latest, and also as best if `best`."""
@@ -82,10 +164,12 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Blocks until asynchronous saves are on disk (call before reading them or exiting)."""
-        self._latest.wait_until_finished()
-        self._best.wait_until_finished()
+        for manager in (self._latest, self._best, self._mid):
+            if manager is not None:
+                manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for pending saves and releases the managers."""
-        self._latest.close()
-        self._best.close()
+        for manager in (self._latest, self._best, self._mid):
+            if manager is not None:
+                manager.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from typing import Any
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -19,6 +21,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 STREAMING = ("auto", "memory", "stream")
 LR_SCALING = ("none", "linear")
 BATCHNORM = ("auto", "on", "off")
+ON_NAN = ("stop", "skip")
 
 # Fields that decide the shapes or the meaning of the parameters: a workdir trained with other
 # values cannot be resumed or evaluated with these, so a mismatch is refused, never mixed.
@@ -37,6 +40,9 @@ MODEL_FIELDS = (
     "normalize",
     "optimizer",
     "grad_accum_steps",
+    "classes",
+    "freeze",  # frozen parameters have no optimizer state: another state tree
+    "on_nan",  # skip wraps the optimizer in optax.apply_if_finite: another state tree
 )
 # Fields whose being on or off (not their value) changes the optimizer state's tree.
 TOGGLE_FIELDS = ("clip_grad_norm", "weight_decay")
@@ -82,6 +88,7 @@ class Config:
     dataset: str = "digits"
     data_dir: str = ""  # empty: engine.data.default_data_dir()
     target: str = ""  # the target column of a csv: dataset
+    classes: tuple[int, ...] = ()  # keep only these classes, renumbered 0..k-1; empty: all
     test_fraction: float = 0.3
     val_fraction: float = 0.1
     split: str = "random"
@@ -128,6 +135,10 @@ class Config:
     batch_size: int = 64
     eval_batch_size: int = 0  # 0: same as batch_size
     epochs: int = 30
+    init_from: str = ""  # WORKDIR[:best|latest]: start from another run's parameters
+    init_params: str = ""  # regex of the parameter paths to load (empty: all that fit)
+    freeze: str = ""  # regex of the parameter paths kept fixed (optax set_to_zero)
+    on_nan: str = "stop"  # a non-finite loss or update: stop the run, or skip the update
 
     # Devices and processes.
     parallel: str = "jit"
@@ -137,6 +148,8 @@ class Config:
 
     # Checkpoints and output.
     max_to_keep: int = 2
+    checkpoint_every: int = 0  # also save inside an epoch every N steps; 0: off
+    checkpoint_minutes: float = 5.0  # also save inside an epoch every M minutes; 0: off
     stop_after_epoch: int = 0  # stop (resumably) after this epoch; 0: run to --epochs
     summary: bool = False
     progress: bool = True
@@ -159,7 +172,7 @@ class Config:
 
     def to_json(self) -> str:
         """The whole configuration as JSON (saved in the workdir)."""
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> Config:
@@ -290,6 +303,12 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
     _choice("lr_scaling", config.lr_scaling, LR_SCALING)
     _choice("batchnorm", config.batchnorm, BATCHNORM)
     _choice("augment", config.augment, tuple(augment.names()))
+    _choice("on_nan", config.on_nan, ON_NAN)
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            # inf and nan pass every comparison-based range check below, then break training.
+            raise ConfigError(f"--{field.name} must be a finite number, got {value}")
 
     positive = {
         "lr": config.lr,
@@ -334,6 +353,20 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
         # find its own checkpoints.
         raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
+    for name in ("checkpoint_every", "checkpoint_minutes"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
+    for name in ("init_params", "freeze"):
+        try:
+            re.compile(getattr(config, name))
+        except re.error as e:
+            raise ConfigError(
+                f"--{name}={getattr(config, name)!r} is not a valid regex ({e})"
+            ) from None
+    if config.init_params and not config.init_from:
+        raise ConfigError("--init_params selects what --init_from loads; give --init_from too")
+    if config.num_workers < 0:
+        raise ConfigError(f"--num_workers must be >= 0, got {config.num_workers}")
     if config.stop_after_epoch < 0:
         raise ConfigError(f"--stop_after_epoch must be >= 0, got {config.stop_after_epoch}")
     if config.num_processes < 0:

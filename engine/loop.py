@@ -29,12 +29,16 @@ class Fit:
       workdir: where the run's files go.
       epochs: the planned number of epochs.
       start_epoch: epochs completed before this invocation (a resumed run starts later).
+      start_step: train steps of epoch `start_epoch` + 1 already done (a mid-epoch resume);
+        `start_totals` holds their host sums, which that epoch's sums continue.
       steps_per_epoch: train steps in one epoch.
       callbacks: every callback of the fit, in call order.
       epoch_seconds: wall time of the last epoch's training pass.
       stop_reason: set by `stop`; the loop ends after the current step or epoch.
       finished: whether the stop completes the run (early stopping: test it) rather than
         pausing it (rerun the same command to resume).
+      failed: whether the stop is a failure (a diverged run): nothing more is saved.
+      exit_code: the process exit status the stop asks for (0: none; 143 after SIGTERM).
       train_compilations: how often the train step was compiled (1 when nothing recompiled).
     """
 
@@ -45,15 +49,22 @@ class Fit:
     start_epoch: int
     steps_per_epoch: int
     callbacks: Sequence[Any] = ()
+    start_step: int = 0
+    start_totals: Any = None
     epoch_seconds: float = 0.0
     stop_reason: str | None = None
     finished: bool = False
+    failed: bool = False
+    exit_code: int = 0
     train_compilations: int | None = None
 
-    def stop(self, reason: str, *, finished: bool = False) -> None:
+    def stop(
+        self, reason: str, *, finished: bool = False, failed: bool = False, exit_code: int = 0
+    ) -> None:
         """Asks the loop to stop at the next step boundary (keeps the first reason given)."""
         if self.stop_reason is None:
             self.stop_reason, self.finished = reason, finished
+            self.failed, self.exit_code = failed, exit_code
 
     def say(self, *lines: str) -> None:
         """Prints on the main process only."""
@@ -90,7 +101,7 @@ def run(fit: Fit, state, abstract, train_loader, val_loader, sample: Batch):
     for cb in fit.callbacks:
         cb.on_fit_start(fit)
     per_step = [cb for cb in fit.callbacks if _overrides(cb, "on_step")]
-    step = fit.start_epoch * fit.steps_per_epoch
+    step = fit.start_epoch * fit.steps_per_epoch + fit.start_step
 
     def after_step(state, totals) -> bool:
         nonlocal step
@@ -99,17 +110,18 @@ def run(fit: Fit, state, abstract, train_loader, val_loader, sample: Batch):
             cb.on_step(step, state, totals)
         return fit.stop_reason is not None
 
-    epoch = fit.start_epoch
+    epoch, skip, zeros = fit.start_epoch, fit.start_step, fit.start_totals
     while epoch < fit.epochs and fit.stop_reason is None:
         start = time.perf_counter()
         state, sums = train_epoch(
             train_step,
             state,
-            train_loader.epoch(epoch),
+            train_loader.epoch(epoch, skip),  # a mid-epoch resume continues its epoch
             plan,
-            train_zeros,
+            train_zeros if zeros is None else zeros,
             after_step=after_step if per_step else None,  # none: nothing runs between steps
         )
+        skip, zeros = 0, None
         if sums is None:  # stopped inside an epoch: it does not count
             break
         fit.epoch_seconds = time.perf_counter() - start

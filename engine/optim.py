@@ -7,6 +7,9 @@ import optax
 
 from engine.config import Config
 
+# `--on_nan=skip`: non-finite updates in a row that optax.apply_if_finite drops before giving up.
+MAX_CONSECUTIVE_SKIPS = 1000
+
 
 def effective_lr(config: Config) -> float:
     """The peak learning rate after `--lr_scaling` (linear: lr x global_batch / 256)."""
@@ -69,6 +72,15 @@ def make(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
         else:
             raise ValueError(f"unknown optimizer {config.optimizer!r}")
     tx = optax.chain(*parts)
+    if config.freeze:
+        from engine.finetune import freeze
+
+        tx = freeze(tx, config.freeze)
+    if config.on_nan == "skip":
+        # Inside MultiSteps, so it judges the averaged update that is applied. It gives up (and
+        # applies) after this many non-finite updates in a row; the NaN guard stops a run
+        # whose updates all fail, long before.
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=MAX_CONSECUTIVE_SKIPS)
     if config.grad_accum_steps > 1:
         # Averages K micro-batch gradients and applies them once: K steps of B = one of K*B.
         tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 METRICS_FILE = "metrics.jsonl"
@@ -24,7 +25,10 @@ def format_metrics(metrics: dict) -> str:
     for key, value in metrics.items():
         if key == "count" or not isinstance(value, int | float):
             continue
-        shown = f"{value:.4g}" if key in ("mae", "rmse") else f"{value:.4f}"
+        if isinstance(value, int):  # counts (nonfinite_steps)
+            shown = str(value)
+        else:
+            shown = f"{value:.4g}" if key in ("mae", "rmse") else f"{value:.4f}"
         parts.append(f"{_SHORT.get(key, key)} {shown}")
     return " ".join(parts)
 
@@ -38,13 +42,63 @@ def epoch_line(epoch: int, epochs: int, train: dict, val: dict, extra: str) -> s
     )
 
 
+# The key a strict record lists its non-finite values under (they are written as null).
+NONFINITE_KEY = "nonfinite_values"
+
+
+def strict(payload: dict) -> dict:
+    """`payload` made strict JSON: each non-finite float becomes None (JSON null).
+
+    The dotted paths of the replaced values are listed under `NONFINITE_KEY`, so a reader can
+    tell a NaN from a missing value.
+
+    >>> strict({"val": {"loss": float("nan"), "accuracy": 0.5}})
+    {'val': {'loss': None, 'accuracy': 0.5}, 'nonfinite_values': ['val.loss']}
+    """
+    found: list[str] = []
+
+    def clean(value, path):
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(path)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    out = clean(payload, "")
+    if found:
+        out[NONFINITE_KEY] = found
+    return out
+
+
+def dumps(payload: dict, **kwargs) -> str:
+    """Strict JSON text of `payload` (`strict`; json refuses anything non-finite left over)."""
+    return json.dumps(strict(payload), allow_nan=False, sort_keys=True, **kwargs)
+
+
 def read_metrics(workdir: str) -> list[dict]:
-    """The per-epoch records of `metrics.jsonl` (empty when there is none)."""
+    """The per-epoch records of `metrics.jsonl` (empty when there is none).
+
+    A last line cut short by a killed process is dropped (the resume rewrites the file).
+    """
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        text = f.read()
+    records = []
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # not the last line: the file is damaged, say so
+                raise
+    return records
 
 
 def rewrite_metrics(workdir: str, records: list[dict]) -> None:
@@ -53,21 +107,21 @@ def rewrite_metrics(workdir: str, records: list[dict]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(dumps(record) + "\n")
     os.replace(tmp, path)
 
 
 def append_metrics(workdir: str, record: dict) -> None:
     """Appends one record to `metrics.jsonl` (no timings, so equal runs give equal files)."""
     with open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(dumps(record) + "\n")
 
 
 def write_json(workdir: str, name: str, payload: dict) -> None:
     """Writes `payload` to `<workdir>/<name>` atomically."""
     path = os.path.join(workdir, name)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write(dumps(payload, indent=2))
     os.replace(path + ".tmp", path)
 
 
@@ -87,7 +141,7 @@ def plot_curves(workdir: str, records: list[dict], metric: str) -> str:
     for ax, key in zip(axes[0], keys):
         for split, style, label in (("train", "o-", "train"), ("val", "s-", "validation")):
             if key in records[0][split]:
-                ax.plot(epochs, [r[split][key] for r in records], style, label=label)
+                ax.plot(epochs, [_number(r[split].get(key)) for r in records], style, label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.set_title(key)
@@ -98,3 +152,8 @@ def plot_curves(workdir: str, records: list[dict], metric: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _number(value) -> float:
+    """A plotted value: a strict record's null (a non-finite value) is drawn as a gap."""
+    return math.nan if value is None else float(value)

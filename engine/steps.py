@@ -31,12 +31,19 @@ class StepConfig:
       augment: `(rng, images) -> images` applied in training only, or None.
       aux_weight: weight of each auxiliary classifier's loss (GoogLeNet), added in training.
       has_batchnorm: whether the variables carry a `batch_stats` collection.
+      on_nan: what a step whose loss, gradients or update are not finite does: "stop" keeps
+        the whole state as it was (step count included, so the state's `step` + 1 names the
+        first bad step), "skip" keeps the BatchNorm statistics (the optimizer is wrapped in
+        optax.apply_if_finite, which drops the update and counts it). Either way the step's
+        sums carry `nonfinite` (1 for a bad step), so the host learns of it from the sums it
+        reads anyway, without a per-step sync.
     """
 
     image_size: int = 0
     augment: Callable | None = None
     aux_weight: float = 0.3
     has_batchnorm: bool = False
+    on_nan: str = "stop"
 
 
 def _psum(tree, axis_name):
@@ -101,18 +108,44 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
 
         grads, (outputs, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = _psum(grads, axis_name)
+        metrics = _psum(task.metrics(outputs, targets, mask, state.norm), axis_name)
+        if cfg.on_nan == "skip":
+            # A non-finite loss can have finite gradients (a `where` that selects NaN): mark
+            # them non-finite so optax.apply_if_finite drops (and counts) that update too.
+            nan = jax.tree.map(lambda g: jnp.full_like(g, jnp.nan), grads)
+            grads = keep_if(all_finite(metrics), grads, nan)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, param_updates)
+        # Judged on globally reduced values, so every device and process decides the same.
+        finite = all_finite((metrics, grads, param_updates))
+        batch_stats = updates.get("batch_stats", state.batch_stats)
         new_state = state.replace(
             step=state.step + 1,
             params=params,
             opt_state=opt_state,
-            batch_stats=updates.get("batch_stats", state.batch_stats),
+            batch_stats=keep_if(finite, batch_stats, state.batch_stats),
         )
-        metrics = _psum(task.metrics(outputs, targets, mask, state.norm), axis_name)
+        if cfg.on_nan == "stop":
+            new_state = keep_if(finite, new_state, state)
+        metrics["nonfinite"] = jnp.logical_not(finite).astype(jnp.int32)
         return new_state, metrics
 
     return train_step
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every floating-point value in `tree` is finite (one boolean scalar)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def keep_if(ok: jax.Array, new, old):
+    """`new` where `ok`, else `old`, leaf by leaf (a select: no branch inside the step)."""
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def eval_metrics(model, task: Task, cfg: StepConfig):

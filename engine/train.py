@@ -21,7 +21,7 @@ import jax
 import architectures
 import losses
 from engine import callbacks as cb
-from engine import checkpoint, loop, optim, parallel, report
+from engine import checkpoint, guards, lock, loop, midepoch, optim, parallel, report
 from engine.build import Run, build
 from engine.config import Config, ConfigError, load_json, validate
 from engine.programs import Program
@@ -133,6 +133,12 @@ def prepare(
 
 def _check_workdir(config: Config, workdir: str) -> None:
     """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir={workdir} is a file, not a folder; choose another path")
+    if config.init_from and config.mode == "train":
+        from engine.finetune import source_checkpoint
+
+        source_checkpoint(config.init_from)  # before anything is written
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         if config.mode != "train":
@@ -151,18 +157,28 @@ def _check_workdir(config: Config, workdir: str) -> None:
 def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.Callback] = ()):
     """The callbacks of a `fit`, in call order.
 
-    The tracker comes first (later callbacks read `improved`), then the user's callbacks (so
-    their state is saved and they can stop the run), then checkpoints, the log and the prints.
+    The NaN guard comes first (it fails the run before anything records a bad epoch), then
+    the tracker (later callbacks read `improved`), the user's callbacks (so their state is
+    saved and they can stop the run), then the log and the checkpoints and the prints.
     """
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
     metric = setup.monitor.partition("_")[2]
-    found = [tracker, *user]
+    found = [guards.NanGuard(config.on_nan), tracker, *user]
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
-        cb.Checkpointer(ckpt, tracker, config.to_dict()),
+        # The record is appended before the checkpoint is saved: a kill between the two
+        # leaves a record past the checkpoint, which the resume drops, never a missing one.
         cb.MetricsLog(workdir, is_main),
+        cb.Checkpointer(ckpt, tracker, config.to_dict()),
+    ]
+    saver = midepoch.StepCheckpointer(
+        ckpt, config.to_dict(), config.checkpoint_every, config.checkpoint_minutes
+    )
+    found += [
+        saver,
+        midepoch.Preemption(saver),
         cb.EpochPrinter(tracker),
         cb.CurvesPlot(workdir, metric, is_main),
     ]
@@ -215,27 +231,74 @@ def fit(
         finally:
             ckpt.close()
 
+    held = lock.WorkdirLock(workdir)
+    if plan.is_main:  # before anything writes: the checkpoint managers create folders
+        os.makedirs(workdir, exist_ok=True)
+        note = held.acquire()  # refuses a workdir another run is training in
+        if note:
+            say(note)
+    try:
+        return _train(setup, held, callbacks, host_state, abstract, sample)
+    finally:
+        held.release()
+
+
+def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
+    """The train mode of `fit`, with the workdir locked."""
+    config, plan, run, program_, workdir = (
+        setup.config,
+        setup.plan,
+        setup.run,
+        setup.program,
+        setup.workdir,
+    )
+    say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
     ckpt, found = default_callbacks(setup, tracker, callbacks)
     try:
-        state, start_epoch = _resume(ckpt, abstract, found, plan)
-        if start_epoch:
-            say(f"resumed from {workdir} at epoch {start_epoch}")
+        steps = len(run.train_loader)
+        zeros = loop.metric_zeros(program_, abstract, sample, plan.axis_name)
+        restored, meta, start_epoch, start_step, totals = midepoch.resume_point(
+            ckpt, abstract, zeros, steps, say
+        )
+        state = None
+        if restored is not None:
+            state = plan.from_global(restored)
+            saved = meta.get("callbacks", {})
+            for callback in found:
+                if callback.name in saved:
+                    callback.load_state_dict(saved[callback.name])
+            within = f", step {start_step} of {steps}" if start_step else ""
+            say(f"resumed from {workdir} at epoch {start_epoch}{within}")
+        if restored is None and (config.init_from or config.freeze):
+            host_state = _fine_tune_start(host_state, config, say)
         if plan.is_main:  # every check passed: now the workdir may change
-            os.makedirs(workdir, exist_ok=True)
             with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
                 f.write(config.to_json())
         state = plan.place_state(host_state) if state is None else state
         del host_state
-        steps_per_epoch = len(run.train_loader)
         fit_ = loop.Fit(
-            setup.program, plan, workdir, config.epochs, start_epoch, steps_per_epoch, found
+            program_,
+            plan,
+            workdir,
+            config.epochs,
+            start_epoch,
+            steps,
+            callbacks=tuple(found),
+            start_step=start_step,
+            start_totals=totals,
         )
         loop.run(fit_, state, abstract, run.train_loader, run.val_loader, sample)
         best = {"best_epoch": tracker.best["epoch"], "best_val": tracker.best["val"]}
+        if fit_.failed:
+            raise guards.Diverged(fit_.stop_reason, fit_.exit_code)
         if fit_.stop_reason is not None and not fit_.finished:
-            say(f"{fit_.stop_reason}; run the same command again to resume")
-            return {"stopped_at": ckpt.latest_epoch() or start_epoch, **best}
+            done = ckpt.latest_epoch() or start_epoch
+            if fit_.exit_code:  # the callback's reason says how to resume
+                say(fit_.stop_reason)
+            else:
+                say(f"{fit_.stop_reason}; run the same command again to resume")
+            return {"stopped_at": done, "exit_code": fit_.exit_code, **best}
         if fit_.stop_reason is not None:
             say(fit_.stop_reason)
         results = test(setup, ckpt, abstract)
@@ -247,19 +310,16 @@ def fit(
         ckpt.close()
 
 
-def _resume(ckpt: checkpoint.Checkpoints, abstract, callbacks, plan):
-    """`(state in the plan's layout, epoch)` of the latest checkpoint, or `(None, 0)`.
+def _fine_tune_start(host_state, config: Config, say):
+    """A fresh start's state with `--init_from` parameters loaded; says what is frozen."""
+    from engine import finetune
 
-    Restores the callbacks' saved states too; a saved state of another shape is refused.
-    """
-    if ckpt.latest_epoch() is None:
-        return None, 0
-    restored, meta = ckpt.restore(abstract)
-    saved = meta.get("callbacks", {})
-    for callback in callbacks:
-        if callback.name in saved:
-            callback.load_state_dict(saved[callback.name])
-    return plan.from_global(restored), meta["epoch"]
+    if config.init_from:
+        host_state = finetune.initialise(host_state, config, say)
+    if config.freeze:
+        names = finetune.frozen_names(host_state.params, config.freeze)
+        say(f"frozen ({len(names)}): {', '.join(names) or 'nothing matches --freeze'}")
+    return host_state
 
 
 def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract) -> dict:

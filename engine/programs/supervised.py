@@ -22,6 +22,15 @@ from engine.programs import Program, summing_eval
 HIGHER_IS_BETTER = {"loss": False, "accuracy": True, "mae": False, "rmse": False, "r2": True}
 
 
+def summarize(sums: dict) -> dict:
+    """The task's summary, plus `nonfinite_steps` when an epoch had non-finite steps."""
+    out = tasks.summarize(sums)
+    bad = int(sums.get("nonfinite", 0))
+    if bad:
+        out["nonfinite_steps"] = bad
+    return out
+
+
 def takes_mask(model) -> bool:
     """Whether the module's `__call__` takes `mask=` (the zoo's do; a user's module may not)."""
     try:
@@ -89,7 +98,7 @@ def make(
         train_step=steps.make_train_step(model, tx, task, cfg, axis_name),
         eval_step=eval_step,
         eval_zeros=eval_zeros,
-        summarize=tasks.summarize,
+        summarize=summarize,
         higher_is_better={n: HIGHER_IS_BETTER[n] for n in names},
         monitor=f"val_{task.monitor}",
         infer=infer,

@@ -1,0 +1,197 @@
+"""Fine-tuning: another run's parameters (`--init_from`), frozen ones, a class subset."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from engine.config import ConfigError
+
+
+def path_name(path) -> str:
+    """`dense0/kernel` for a key path of a parameter tree."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def freeze(tx: optax.GradientTransformation, pattern: str) -> optax.GradientTransformation:
+    """`tx` for the parameters whose path does not match `pattern`; zero updates for the rest.
+
+    optax.multi_transform with optax.set_to_zero: frozen parameters get no optimizer state
+    and stay bit-identical.
+    """
+    regex = re.compile(pattern)
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda p, _: "frozen" if regex.search(path_name(p)) else "trained", params
+        )
+
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def frozen_names(params, pattern: str) -> list[str]:
+    """The paths of the parameters `pattern` freezes."""
+    regex = re.compile(pattern)
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [path_name(p) for p, _ in leaves if regex.search(path_name(p))]
+
+
+def merge(fresh, source, pattern: str = ""):
+    """`fresh` with each leaf taken from `source` where the path matches and the shape is equal.
+
+    Args:
+      fresh: the new run's initialised tree (params or batch_stats).
+      source: the other run's tree, as nested dicts of arrays.
+      pattern: a regex selecting the paths to load (empty: all).
+
+    Returns:
+      `(tree, loaded, reinitialised)`: the merged tree, the loaded paths, and a
+      `path (why)` line for each path kept at its fresh value.
+    """
+    regex = re.compile(pattern) if pattern else None
+    flat = {path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(source)[0]}
+    loaded, kept = [], []
+
+    def pick(path, value):
+        name = path_name(path)
+        if regex is not None and not regex.search(name):
+            kept.append(f"{name} (not selected by --init_params)")
+            return value
+        if name not in flat:
+            kept.append(f"{name} (not in the source)")
+            return value
+        if flat[name].shape != np.shape(value):
+            kept.append(f"{name} (shape {np.shape(value)}, source {flat[name].shape})")
+            return value
+        loaded.append(name)
+        return flat[name].astype(np.asarray(value).dtype)
+
+    tree = jax.tree_util.tree_map_with_path(pick, fresh)
+    return tree, loaded, kept
+
+
+def parse_source(spec: str) -> tuple[str, str]:
+    """`(workdir, "best"|"latest")` of `--init_from=WORKDIR[:best|latest]` (default best)."""
+    workdir, _, which = spec.rpartition(":")
+    if which not in ("best", "latest") or not workdir:
+        workdir, which = spec, "best"
+    return workdir, which
+
+
+def source_checkpoint(spec: str) -> tuple[str, str]:
+    """The state folder `--init_from=spec` names, and a description of it for messages.
+
+    Raises:
+      ConfigError: no such run or checkpoint, naming what was looked for.
+    """
+    workdir, which = parse_source(spec)
+    root = os.path.join(os.path.abspath(workdir), "checkpoints", which)
+    steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
+    if not steps:
+        raise ConfigError(
+            f"--init_from={spec}: no {which} checkpoint in {root}; give WORKDIR[:best|latest] "
+            "of a trained run"
+        )
+    where = f"{workdir} ({which} checkpoint, epoch {max(steps)})"
+    return os.path.join(root, str(max(steps)), "state"), where
+
+
+def load_source(spec: str) -> tuple[dict, str]:
+    """The `params` and `batch_stats` of another run's checkpoint, as host arrays.
+
+    Raises:
+      ConfigError: no such run or checkpoint, naming what was looked for.
+    """
+    import orbax.checkpoint as ocp
+
+    path, where = source_checkpoint(spec)
+    checkpointer = ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    try:
+        tree = checkpointer.metadata(path).item_metadata.tree
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
+        )
+        state = checkpointer.restore(path, target)
+    except Exception as e:  # any unreadable checkpoint is the same user error
+        raise ConfigError(f"--init_from={spec}: cannot read {path} ({type(e).__name__})") from None
+    state = jax.tree.map(np.asarray, state)
+    return {"params": state.get("params", {}), "batch_stats": state.get("batch_stats", {})}, where
+
+
+def initialise(host_state, config, say):
+    """`host_state` with parameters (and BatchNorm statistics) from `config.init_from`."""
+    source, where = load_source(config.init_from)
+    params, loaded, kept = merge(host_state.params, source["params"], config.init_params)
+    stats, stats_loaded, stats_kept = merge(
+        host_state.batch_stats, source["batch_stats"], config.init_params
+    )
+    say(
+        f"init from {where}: loaded {len(loaded)} parameter tensors"
+        + (f" and {len(stats_loaded)} BatchNorm statistics" if stats_loaded else "")
+        + (f"; re-initialised: {', '.join(kept + stats_kept)}" if kept or stats_kept else "")
+    )
+    return host_state.replace(params=params, batch_stats=stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class Relabeled:
+    """The rows of `source` whose class `mapping` keeps, labels renumbered by `mapping`."""
+
+    source: Any
+    indices: np.ndarray
+    mapping: np.ndarray  # old label -> new label (-1: dropped)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The new labels of the kept rows."""
+        return self.mapping[np.asarray(self.source.targets)[self.indices]]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get(self, indices: np.ndarray):
+        """`(inputs, new labels)` of rows `indices`."""
+        inputs, targets = self.source.get(self.indices[np.asarray(indices)])
+        return inputs, self.mapping[targets].astype(np.int32)
+
+
+def filter_classes(splits, classes: tuple[int, ...]):
+    """`splits` restricted to `classes` (`--classes`), renumbered 0..k-1 in the order given.
+
+    Raises:
+      ConfigError: a regression dataset, or a class the dataset does not have.
+    """
+    info = splits.info
+    if info.task != "classification":
+        raise ConfigError(f"--classes filters classes; {info.name} is a regression dataset")
+    bad = [c for c in classes if not 0 <= c < info.num_classes]
+    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ConfigError(
+            f"--classes={','.join(map(str, classes))} must list at least 2 distinct labels of "
+            f"{info.name}'s 0..{info.num_classes - 1}"
+        )
+    mapping = np.full(info.num_classes, -1, np.int32)
+    mapping[list(classes)] = np.arange(len(classes), dtype=np.int32)
+
+    def keep(source):
+        rows = np.flatnonzero(mapping[np.asarray(source.targets)] >= 0)
+        return Relabeled(source, rows, mapping)
+
+    names = info.class_names or tuple(str(i) for i in range(info.num_classes))
+    new_info = dataclasses.replace(
+        info, num_classes=len(classes), class_names=tuple(names[c] for c in classes)
+    )
+    return dataclasses.replace(
+        splits,
+        info=new_info,
+        train=keep(splits.train),
+        val=keep(splits.val),
+        test=keep(splits.test),
+    )
