@@ -76,7 +76,8 @@ _HELP = {
     "lr": "peak learning rate",
     "momentum": "momentum of --optimizer=momentum",
     "weight_decay": "weight decay (masked: not on biases or normalisation parameters)",
-    "schedule": f"learning-rate schedule: {'|'.join(config_lib.SCHEDULES)}",
+    "schedule": f"learning-rate schedule: {'|'.join(config_lib.SCHEDULES)} (plateau: "
+    "constant --lr, reduced when val_loss stops improving)",
     "warmup_epochs": "warm-up length for warmup_cosine",
     "clip_grad_norm": "clip gradients to this global norm (0: off)",
     "lr_scaling": f"{'|'.join(config_lib.LR_SCALING)} (linear: lr x global_batch / 256)",
@@ -84,6 +85,15 @@ _HELP = {
     "batch_size": "global batch size (split over all devices and processes)",
     "eval_batch_size": "batch size for validation and test (0: --batch_size)",
     "epochs": "number of epochs of the planned run",
+    "plateau_factor": "--schedule=plateau: multiply the rate by this on each plateau",
+    "plateau_patience": "--schedule=plateau: epochs without val_loss improvement before "
+    "the rate is reduced",
+    "plateau_cooldown": "--schedule=plateau: epochs after a reduction before counting again",
+    "plateau_min_lr": "--schedule=plateau: the rate is never reduced below this",
+    "early_stopping": "stop after this many epochs without improvement of --monitor (by more "
+    "than --min_delta), keep the best checkpoint and test it; 0: off",
+    "min_delta": "the smallest change of --monitor that counts as an improvement "
+    "(--early_stopping)",
     "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",
     "coordinator_address": "HOST:PORT of process 0 for multi-process runs (Cloud TPU: automatic)",
     "num_processes": "number of processes in a multi-process run (0: automatic/one)",

@@ -231,3 +231,58 @@ class StopAtEpoch(Callback):
     def on_epoch_end(self, epoch, record, state):
         if epoch >= self.epoch:
             self.fit.stop(f"stopped after epoch {epoch}")
+
+
+class EarlyStopping(Callback):
+    """Ends the run when `monitor` has not improved by more than `min_delta` for `patience` epochs.
+
+    The run then counts as finished: the best checkpoint (kept by the tracker) is tested. An
+    improvement is `value > best + min_delta` (or `<` and `-` when lower is better, as Keras'
+    EarlyStopping); a non-finite value never improves. Resumable: the count is in `state_dict`,
+    and a run that had stopped stays stopped when it is run again.
+    """
+
+    def __init__(self, monitor: str, higher_is_better: bool, patience: int, min_delta: float):
+        self.monitor, self.higher_is_better = monitor, higher_is_better
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_epoch, self.wait, self.stopped_epoch = None, 0, 0, 0
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+        if self.stopped_epoch:  # rerun of a run that had stopped: it is complete
+            fit.stop(self.reason(), finished=True)
+
+    def on_epoch_end(self, epoch, record, state):
+        value = monitored(record, self.monitor)
+        sign = 1.0 if self.higher_is_better else -1.0
+        if math.isfinite(value) and (
+            self.best is None or sign * (value - self.best) > self.min_delta
+        ):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+        else:
+            self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.fit.stop(self.reason(), finished=True)
+
+    def reason(self) -> str:
+        """The line saying where and why the run stopped."""
+        best = "none finite" if self.best is None else f"{self.best:.4f}"
+        return (
+            f"early stopping at epoch {self.stopped_epoch}: {self.monitor} did not improve by "
+            f"more than {self.min_delta:g} for {self.patience} epoch(s) (best {best} at epoch "
+            f"{self.best_epoch})"
+        )
+
+    def state_dict(self):
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+        }
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]

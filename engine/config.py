@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "plateau")
 NORMALIZATIONS = ("standard", "minmax", "symmetric", "none")
 PARALLEL_MODES = ("jit", "pmap", "none")
 DTYPES = ("float32", "bfloat16")
@@ -128,6 +128,14 @@ class Config:
     batch_size: int = 64
     eval_batch_size: int = 0  # 0: same as batch_size
     epochs: int = 30
+    plateau_factor: float = 0.1  # --schedule=plateau: lr x factor on each plateau
+    plateau_patience: int = 5  # epochs without val_loss improvement before a reduction
+    plateau_cooldown: int = 0  # epochs after a reduction before counting again
+    plateau_min_lr: float = 0.0  # the rate is never reduced below this
+
+    # Model selection.
+    early_stopping: int = 0  # patience in epochs on --monitor; 0: off
+    min_delta: float = 0.0  # the smallest change of --monitor that counts as improvement
 
     # Devices and processes.
     parallel: str = "jit"
@@ -252,6 +260,24 @@ def for_workdir(saved: dict[str, Any], overrides: dict[str, Any], *, source: str
     return dataclasses.replace(base, **overrides)
 
 
+def _validate_selection(config: Config) -> None:
+    """The checks of the model-selection settings (plateau, early stopping)."""
+    if not 0 < config.plateau_factor < 1:
+        raise ConfigError(f"--plateau_factor must be in (0, 1), got {config.plateau_factor}")
+    if config.plateau_patience < 1:
+        raise ConfigError(f"--plateau_patience must be >= 1, got {config.plateau_patience}")
+    if config.plateau_cooldown < 0:
+        raise ConfigError(f"--plateau_cooldown must be >= 0, got {config.plateau_cooldown}")
+    if not 0 <= config.plateau_min_lr < config.lr:
+        raise ConfigError(
+            f"--plateau_min_lr must be in [0, --lr={config.lr}), got {config.plateau_min_lr}"
+        )
+    if config.early_stopping < 0:
+        raise ConfigError(f"--early_stopping must be >= 0 (0: off), got {config.early_stopping}")
+    if config.min_delta < 0:
+        raise ConfigError(f"--min_delta must be >= 0, got {config.min_delta}")
+
+
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -336,6 +362,7 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
     if config.stop_after_epoch < 0:
         raise ConfigError(f"--stop_after_epoch must be >= 0, got {config.stop_after_epoch}")
+    _validate_selection(config)
     if config.num_processes < 0:
         raise ConfigError(f"--num_processes must be >= 0, got {config.num_processes}")
     if config.num_processes > 1 and not config.coordinator_address:

@@ -144,13 +144,20 @@ def _check_workdir(config: Config, workdir: str) -> None:
 def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.Callback] = ()):
     """The callbacks of a `fit`, in call order.
 
-    The tracker comes first (later callbacks read `improved`), then the user's callbacks (so
-    their state is saved and they can stop the run), then checkpoints, the log and the prints.
+    The tracker comes first (later callbacks read `improved`), then the user's callbacks and
+    the configured model-selection ones (so their state is saved and they can stop the run),
+    then checkpoints, the log and the prints.
     """
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
     metric = setup.monitor.partition("_")[2]
     found = [tracker, *user]
+    if config.early_stopping:
+        found.append(
+            cb.EarlyStopping(
+                setup.monitor, setup.higher_is_better, config.early_stopping, config.min_delta
+            )
+        )
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
@@ -252,6 +259,8 @@ def fit(
             say(fit_.stop_reason)
         results = test(setup, ckpt, abstract)
         results.update(best, train_step_compilations=fit_.train_compilations)
+        if fit_.stop_reason is not None:
+            results["stop_reason"] = fit_.stop_reason
         if plan.is_main:
             report.write_json(workdir, report.RESULTS_FILE, results)
         return results
