@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 
 from engine import checkpoint, report
 
@@ -38,7 +39,9 @@ class Callback:
         """After each epoch's validation; `record` holds `epoch`, `train`, `val` summaries.
 
         Callbacks may add entries to `record` (later callbacks see them; `MetricsLog` writes
-        what is there when it runs).
+        what is there when it runs). A callback may return a new state (same tree and
+        placement, e.g. from a `plan.wrap_state_update` function) that later callbacks, the
+        checkpoint and the next epoch use; None keeps the state.
         """
 
     def on_fit_end(self, fit, state: Any) -> None:
@@ -157,7 +160,8 @@ class EpochPrinter(Callback):
     def on_epoch_end(self, epoch, record, state):
         rate = record["train"].get("count", 0) / max(self.fit.epoch_seconds, 1e-9)
         mark = " *" if self.tracker.improved else ""
-        extra = f"{rate:,.0f} ex/s{mark}"
+        lr = f"lr {record['lr']:.3g}  " if "lr" in record else ""
+        extra = f"{lr}{rate:,.0f} ex/s{mark}"
         self.fit.say(
             report.epoch_line(epoch, self.fit.epochs, record["train"], record["val"], extra)
         )
@@ -286,3 +290,32 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state):
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+
+
+class PlateauFeed(Callback):
+    """Feeds `monitor` (the validation loss) into the state once per epoch: reduce-on-plateau.
+
+    `feed(state, value) -> state` is pure and compiled for the plan (`plan.wrap_state_update`);
+    the plateau's own state lives in the run's state, so every checkpoint holds it and a
+    resumed run continues identically. The rate the epoch trained with is added to the
+    record as `lr` (logged and printed), and each reduction is announced.
+    """
+
+    def __init__(self, feed, lr_of, monitor: str = "val_loss"):
+        self.feed, self.lr_of, self.monitor = feed, lr_of, monitor
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+
+    def on_epoch_end(self, epoch, record, state):
+        lr = self.lr_of(state)
+        record["lr"] = lr
+        state = self.feed(state, np.float32(monitored(record, self.monitor)))
+        new = self.lr_of(state)
+        if new != lr:
+            self.fit.say(
+                f"plateau after epoch {epoch}: {self.monitor} stopped improving; "
+                f"lr {lr:.4g} -> {new:.4g} from epoch {epoch + 1}"
+            )
+        return state

@@ -212,6 +212,8 @@ class Config:
         mine = self.to_dict()
         found = [k for k in MODEL_FIELDS if k in saved and saved[k] != mine[k]]
         found += [k for k in TOGGLE_FIELDS if k in saved and (saved[k] > 0) != (mine[k] > 0)]
+        if "schedule" in saved and (saved["schedule"] == "plateau") != (self.schedule == "plateau"):
+            found.append("schedule")  # the plateau adds its state to the optimizer's tree
         return [f"--{k}={saved[k]!r} (now {mine[k]!r})" for k in found]
 
 

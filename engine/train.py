@@ -158,6 +158,8 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
                 setup.monitor, setup.higher_is_better, config.early_stopping, config.min_delta
             )
         )
+    if config.schedule == "plateau":
+        found.append(plateau_feed(config, setup.plan))
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
@@ -169,6 +171,23 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
     if config.progress and is_main:
         found.append(cb.ProgressBar())
     return ckpt, found
+
+
+def plateau_feed(config: Config, plan: parallel.Plan) -> cb.PlateauFeed:
+    """The callback feeding the validation loss to `--schedule=plateau` once an epoch."""
+    plateau_tx, lr = optim.plateau(config), optim.effective_lr(config)
+    feed = plan.wrap_state_update(lambda state, v: optim.feed_plateau(state, v, plateau_tx))
+
+    def lr_of(state) -> float:
+        scale = optim.plateau_scale(state)
+        if scale is None:
+            raise ConfigError(
+                "--schedule=plateau: this program's state holds no plateau state (its "
+                "optimizer must include engine.optim.plateau's scale)"
+            )
+        return lr * float(plan.read(scale))
+
+    return cb.PlateauFeed(feed, lr_of)
 
 
 def fit(

@@ -82,3 +82,39 @@ def test_bad_selection_settings_are_one_line_errors(data_dir, tmp_path, field, v
     with pytest.raises(ConfigError, match=re.escape(message)):
         fit(fast_config(data_dir, str(tmp_path / "run"), **{field: value}))
     assert not (tmp_path / "run").exists()
+
+
+def _optax_plateau_lrs(val_losses, lr, factor, patience, rtol=1e-4):
+    """The rates optax's reduce_on_plateau rule gives epoch by epoch (no cooldown, no minimum).
+
+    Replayed from optax.contrib.reduce_on_plateau's definition: an epoch improves when its
+    value is below (1 - rtol) x best; after `patience` epochs without improvement the scale is
+    multiplied by `factor` and the count restarts. Epoch e trains with the rate set after e-1.
+    """
+    best, count, scale, lrs = math.inf, 0, 1.0, []
+    for value in val_losses:
+        lrs.append(lr * scale)
+        if value < (1 - rtol) * best:
+            best, count = value, 0
+        else:
+            count += 1
+        if count == patience:
+            scale, count = scale * factor, 0
+    return lrs
+
+
+def test_plateau_lowers_the_rate_and_resumes_identically(data_dir, tmp_path):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    # At lr 0.05 the validation loss of this small MLP bounces within a few epochs.
+    cfg = dict(epochs=8, lr=0.05, schedule="plateau", plateau_patience=1, plateau_factor=0.5)
+    fit(fast_config(data_dir, full, **cfg))
+    records = _records(full)
+    logged = [r["lr"] for r in records]
+    expected = _optax_plateau_lrs([r["val"]["loss"] for r in records], 0.05, 0.5, 1)
+    # The scale is float32 in the optimizer state: equal to ~1e-7 relative.
+    assert logged == pytest.approx(expected, rel=1e-6)
+    assert min(logged) < 0.05  # the run did plateau and the rate went down
+    # Paused after epoch 4 (the plateau state is in its checkpoint) and resumed: the same run.
+    fit(fast_config(data_dir, part, stop_after_epoch=4, **cfg))
+    fit(fast_config(data_dir, part, **cfg))
+    assert read_lines(part) == read_lines(full)
