@@ -92,6 +92,13 @@ _HELP = {
     "plateau_min_lr": "--schedule=plateau: the rate is never reduced below this",
     "early_stopping": "stop after this many epochs without improvement of --monitor (by more "
     "than --min_delta), keep the best checkpoint and test it; 0: off",
+    "cv_folds": "K-fold cross-validation on the non-test rows (stratified; --split=time: "
+    "expanding windows): one resumable run per fold in WORKDIR/fold-k, mean ± std, cv.json; "
+    "0: off",
+    "fold": "with --cv_folds: train only fold k (1..K), or -1: the refit on all non-test rows; "
+    "0: every fold in turn",
+    "cv_refit": "after cross-validation, train on all non-test rows for the folds' mean best "
+    "epoch count (WORKDIR/refit) and test once",
     "min_delta": "the smallest change of --monitor that counts as an improvement "
     "(--early_stopping)",
     "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",

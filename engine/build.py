@@ -181,13 +181,18 @@ def build(
             val_fraction=config.val_fraction,
             seed=config.seed,
             method=config.split,
+            cv_folds=config.cv_folds,
+            fold=config.fold,
         )
     except ValueError as e:  # the data package's errors are one-line user errors
         raise ConfigError(str(e)) from None
     info = splits.info
+    fold = {-1: ", refit: validation on the training rows", 0: ""}.get(
+        config.fold, f", fold {config.fold} of {config.cv_folds}"
+    )
     notes.append(
         f"data: {info.name} ({info.task}, input {info.input_shape}) split "
-        f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}"
+        f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}{fold}"
     )
 
     spec = architectures.spec(config.arch) if model is None else _user_spec(config.arch)

@@ -136,6 +136,9 @@ class Config:
     # Model selection.
     early_stopping: int = 0  # patience in epochs on --monitor; 0: off
     min_delta: float = 0.0  # the smallest change of --monitor that counts as improvement
+    cv_folds: int = 0  # K-fold cross-validation on the non-test rows; 0: off
+    fold: int = 0  # with cv_folds: train only fold k (1..K), or -1: the refit; 0: every fold
+    cv_refit: bool = False  # after CV: train on all non-test rows, test once
 
     # Devices and processes.
     parallel: str = "jit"
@@ -263,7 +266,7 @@ def for_workdir(saved: dict[str, Any], overrides: dict[str, Any], *, source: str
 
 
 def _validate_selection(config: Config) -> None:
-    """The checks of the model-selection settings (plateau, early stopping)."""
+    """The checks of the model-selection settings (plateau, early stopping, folds)."""
     if not 0 < config.plateau_factor < 1:
         raise ConfigError(f"--plateau_factor must be in (0, 1), got {config.plateau_factor}")
     if config.plateau_patience < 1:
@@ -278,6 +281,14 @@ def _validate_selection(config: Config) -> None:
         raise ConfigError(f"--early_stopping must be >= 0 (0: off), got {config.early_stopping}")
     if config.min_delta < 0:
         raise ConfigError(f"--min_delta must be >= 0, got {config.min_delta}")
+    if config.cv_folds == 1 or config.cv_folds < 0:
+        raise ConfigError(f"--cv_folds must be >= 2 (0: off), got {config.cv_folds}")
+    if (config.fold or config.cv_refit) and not config.cv_folds:
+        raise ConfigError("--fold and --cv_refit need --cv_folds=K")
+    if not -1 <= config.fold <= config.cv_folds:
+        raise ConfigError(
+            f"--fold must be 1..{config.cv_folds} (or -1: the refit, 0: all), got {config.fold}"
+        )
 
 
 def _jsonable(value: Any) -> Any:

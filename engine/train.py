@@ -124,7 +124,7 @@ def prepare(
     return Setup(config, plan, run, made, workdir, monitor, higher)
 
 
-def _check_workdir(config: Config, workdir: str) -> None:
+def check_workdir(config: Config, workdir: str) -> None:
     """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
@@ -205,6 +205,8 @@ def fit(
     `config.epochs` (or until a callback stops it) with validation after every epoch, keeps the
     latest and the best (on `config.monitor`) checkpoints, then evaluates the test split once
     with the best checkpoint and writes `results.json`. Eval mode: tests the best checkpoint.
+    With `config.cv_folds` (and no `fold`): cross-validation (`engine.select.cross_validate`);
+    a fold run (`fold` > 0) validates only and does not test.
 
     Args:
       config: the run's configuration.
@@ -216,6 +218,11 @@ def fit(
       `test` metrics with `best_epoch`, `best_val`, `checkpoint_epoch`; or `stopped_at` when a
       callback paused the run (rerun to resume).
     """
+    if config.cv_folds and not config.fold and config.mode == "train":
+        from engine import select
+
+        kwargs = dict(model=model, loss=loss, loss_kind=loss_kind, program=program)
+        return select.cross_validate(config, callbacks=callbacks, **kwargs)
     setup = prepare(config, model=model, loss=loss, loss_kind=loss_kind, program=program)
     config, plan, run, program_, workdir = (
         setup.config,
@@ -224,7 +231,7 @@ def fit(
         setup.program,
         setup.workdir,
     )
-    _check_workdir(config, workdir)
+    check_workdir(config, workdir)
     say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
     say(*run.notes, *program_.notes)
     if config.summary:
@@ -276,7 +283,10 @@ def fit(
             return {"stopped_at": done, **best}
         if fit_.stop_reason is not None:
             say(fit_.stop_reason)
-        results = test(setup, ckpt, abstract)
+        if config.fold > 0:  # a CV fold validates only: the test split is for the refit
+            results = {"checkpoint_epoch": ckpt.latest_epoch(checkpoint.BEST), "workdir": workdir}
+        else:  # the refit (fold -1) validated on its training rows: test its last epoch
+            results = test(setup, ckpt, abstract, which=checkpoint.LATEST if config.fold else None)
         results.update(best, train_step_compilations=fit_.train_compilations)
         if fit_.stop_reason is not None:
             results["stop_reason"] = fit_.stop_reason
@@ -287,10 +297,15 @@ def fit(
         ckpt.close()
 
 
-def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract) -> dict:
-    """Evaluates the best checkpoint (the latest if none is marked best) on the test split once."""
+def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract, which: str | None = None) -> dict:
+    """Evaluates a checkpoint on the test split once.
+
+    `which` is `checkpoint.BEST` or `LATEST`; None: the best (the latest if none is marked).
+    """
     plan, run, program_ = setup.plan, setup.run, setup.program
-    which = checkpoint.BEST if ckpt.latest_epoch(checkpoint.BEST) is not None else checkpoint.LATEST
+    if which is None:
+        best = ckpt.latest_epoch(checkpoint.BEST) is not None
+        which = checkpoint.BEST if best else checkpoint.LATEST
     if ckpt.latest_epoch(which) is None:
         raise ConfigError(f"no checkpoint in {setup.workdir}; train first (--mode=train)")
     restored, meta = ckpt.restore(abstract, which=which)
