@@ -99,6 +99,9 @@ _HELP = {
     "0: every fold in turn",
     "cv_refit": "after cross-validation, train on all non-test rows for the folds' mean best "
     "epoch count (WORKDIR/refit) and test once",
+    "overfit_batches": "sanity check: train on the same N batches every epoch with dropout, "
+    "weight decay and augmentation off, and report whether it overfits them (train accuracy "
+    ">= 99%, or loss <= 0.01 for regression)",
     "min_delta": "the smallest change of --monitor that counts as an improvement "
     "(--early_stopping)",
     "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",

@@ -139,6 +139,7 @@ class Config:
     cv_folds: int = 0  # K-fold cross-validation on the non-test rows; 0: off
     fold: int = 0  # with cv_folds: train only fold k (1..K), or -1: the refit; 0: every fold
     cv_refit: bool = False  # after CV: train on all non-test rows, test once
+    overfit_batches: int = 0  # sanity check: train on these N batches only, no regularisation
 
     # Devices and processes.
     parallel: str = "jit"
@@ -283,6 +284,8 @@ def _validate_selection(config: Config) -> None:
         raise ConfigError(f"--min_delta must be >= 0, got {config.min_delta}")
     if config.cv_folds == 1 or config.cv_folds < 0:
         raise ConfigError(f"--cv_folds must be >= 2 (0: off), got {config.cv_folds}")
+    if config.overfit_batches < 0:
+        raise ConfigError(f"--overfit_batches must be >= 0, got {config.overfit_batches}")
     if (config.fold or config.cv_refit) and not config.cv_folds:
         raise ConfigError("--fold and --cv_refit need --cv_folds=K")
     if not -1 <= config.fold <= config.cv_folds:

@@ -108,6 +108,10 @@ def prepare(
         else:
             config = dataclasses.replace(config, loss=getattr(loss, "__name__", "user_loss"))
     config = validate(config, custom_arch=model is not None, custom_loss=loss is not None)
+    if config.overfit_batches:
+        from engine.sanity import overfit_config
+
+        config = overfit_config(config)
     plan = parallel.make_plan(config.parallel)
     if plan.num_processes > 1 and plan.mode == "none":
         raise ConfigError(
@@ -160,6 +164,10 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
         )
     if config.schedule == "plateau":
         found.append(plateau_feed(config, setup.plan))
+    if config.overfit_batches:
+        from engine.sanity import OverfitCheck
+
+        found.append(OverfitCheck(config.overfit_batches))
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
