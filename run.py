@@ -99,6 +99,8 @@ _HELP = {
     "0: every fold in turn",
     "cv_refit": "after cross-validation, train on all non-test rows for the folds' mean best "
     "epoch count (WORKDIR/refit) and test once",
+    "find_lr": "learning-rate range test instead of training: the rate grows from 1e-7 to 10 "
+    "over 300 steps (stopping when the loss explodes); writes lr_find.png and suggests --lr",
     "overfit_batches": "sanity check: train on the same N batches every epoch with dropout, "
     "weight decay and augmentation off, and report whether it overfits them (train accuracy "
     ">= 99%, or loss <= 0.01 for regression)",

@@ -139,6 +139,7 @@ class Config:
     cv_folds: int = 0  # K-fold cross-validation on the non-test rows; 0: off
     fold: int = 0  # with cv_folds: train only fold k (1..K), or -1: the refit; 0: every fold
     cv_refit: bool = False  # after CV: train on all non-test rows, test once
+    find_lr: bool = False  # the learning-rate range test instead of training
     overfit_batches: int = 0  # sanity check: train on these N batches only, no regularisation
 
     # Devices and processes.

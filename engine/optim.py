@@ -23,6 +23,10 @@ def schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
     rates as an uninterrupted one. `step` decays by 10x at 50% and 75% of training (the classic
     ResNet recipe); `warmup_cosine` warms up linearly for `--warmup_epochs`.
     """
+    if config.find_lr:  # the range test sweeps the rate itself
+        from engine.lr_find import range_schedule
+
+        return range_schedule()
     lr = effective_lr(config)
     updates_per_epoch = max(steps_per_epoch // config.grad_accum_steps, 1)
     total = max(config.epochs * updates_per_epoch, 1)

@@ -226,6 +226,10 @@ def fit(
       `test` metrics with `best_epoch`, `best_val`, `checkpoint_epoch`; or `stopped_at` when a
       callback paused the run (rerun to resume).
     """
+    if config.find_lr and config.mode == "train":
+        from engine.lr_find import find_lr
+
+        return find_lr(config, model=model, loss=loss, loss_kind=loss_kind, program=program)
     if config.cv_folds and not config.fold and config.mode == "train":
         from engine import select
 
