@@ -112,6 +112,8 @@ _HELP = {
     "process_id": "this process's index in a multi-process run (-1: automatic)",
     "max_to_keep": "how many latest checkpoints to keep",
     "stop_after_epoch": "stop after this epoch (resumable by rerunning); 0: train to --epochs",
+    "final_test": "test the best checkpoint on the test split at the end of training (off: "
+    "validate only, e.g. for search trials; test later with --mode=eval)",
     "summary": "print the model summary and exit",
     "progress": "show a progress bar per epoch",
 }

@@ -152,6 +152,7 @@ class Config:
     max_to_keep: int = 2
     stop_after_epoch: int = 0  # stop (resumably) after this epoch; 0: run to --epochs
     summary: bool = False
+    final_test: bool = True  # test the best checkpoint at the end (search trials: off)
     progress: bool = True
 
     def resolved_workdir(self) -> str:

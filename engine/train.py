@@ -295,7 +295,7 @@ def fit(
             return {"stopped_at": done, **best}
         if fit_.stop_reason is not None:
             say(fit_.stop_reason)
-        if config.fold > 0:  # a CV fold validates only: the test split is for the refit
+        if config.fold > 0 or not config.final_test:  # validation only (CV folds, trials)
             results = {"checkpoint_epoch": ckpt.latest_epoch(checkpoint.BEST), "workdir": workdir}
         else:  # the refit (fold -1) validated on its training rows: test its last epoch
             results = test(setup, ckpt, abstract, which=checkpoint.LATEST if config.fold else None)
