@@ -2,8 +2,8 @@ r"""Hyperparameter search with optuna over run.py's settings; `python search.py 
 
 Example (the seeds' random search, here 30 trials; run the same command in several processes
 or on several machines sharing the study dir to work on one study together):
-  python search.py --study_dir=runs/search --trials=30 --epochs=20 \\
-      --space='lr=loguniform(1e-4,1e-1); weight_decay=loguniform(1e-6,1e-2); \\
+  python search.py --study_dir=runs/search --trials=30 --epochs=20 \
+      --space='lr=loguniform(1e-4,1e-1); weight_decay=loguniform(1e-6,1e-2); \
       dropout=uniform(0,0.5); batch_size=choice(32,64,128); arch=choice(mlp,lenet)'
 Every other flag is a run.py flag: the settings every trial shares.
 """
