@@ -78,7 +78,8 @@ _HELP = {
     "lr": "peak learning rate",
     "momentum": "momentum of --optimizer=momentum",
     "weight_decay": "weight decay (masked: not on biases or normalisation parameters)",
-    "schedule": f"learning-rate schedule: {'|'.join(config_lib.SCHEDULES)}",
+    "schedule": f"learning-rate schedule: {'|'.join(config_lib.SCHEDULES)} (plateau: "
+    "constant --lr, reduced when val_loss stops improving)",
     "warmup_epochs": "warm-up length for warmup_cosine",
     "clip_grad_norm": "clip gradients to this global norm (0: off)",
     "lr_scaling": f"{'|'.join(config_lib.LR_SCALING)} (linear: lr x global_batch / 256)",
@@ -93,6 +94,27 @@ _HELP = {
     "freeze": "regex of the parameter paths to keep fixed, e.g. '^conv' (optax set_to_zero)",
     "on_nan": "a non-finite loss, gradient or update: stop (keep the last good checkpoint, "
     "exit 3) or skip (optax.apply_if_finite drops the update; skipped steps are counted)",
+    "plateau_factor": "--schedule=plateau: multiply the rate by this on each plateau",
+    "plateau_patience": "--schedule=plateau: epochs without val_loss improvement before "
+    "the rate is reduced",
+    "plateau_cooldown": "--schedule=plateau: epochs after a reduction before counting again",
+    "plateau_min_lr": "--schedule=plateau: the rate is never reduced below this",
+    "early_stopping": "stop after this many epochs without improvement of --monitor (by more "
+    "than --min_delta), keep the best checkpoint and test it; 0: off",
+    "cv_folds": "K-fold cross-validation on the non-test rows (stratified; --split=time: "
+    "expanding windows): one resumable run per fold in WORKDIR/fold-k, mean ± std, cv.json; "
+    "0: off",
+    "fold": "with --cv_folds: train only fold k (1..K), or -1: the refit on all non-test rows; "
+    "0: every fold in turn",
+    "cv_refit": "after cross-validation, train on all non-test rows for the folds' mean best "
+    "epoch count (WORKDIR/refit) and test once",
+    "find_lr": "learning-rate range test instead of training: the rate grows from 1e-7 to 10 "
+    "over 300 steps (stopping when the loss explodes); writes lr_find.png and suggests --lr",
+    "overfit_batches": "sanity check: train on the same N batches every epoch with dropout, "
+    "weight decay and augmentation off, and report whether it overfits them (train accuracy "
+    ">= 99%, or loss <= 0.01 for regression)",
+    "min_delta": "the smallest change of --monitor that counts as an improvement "
+    "(--early_stopping)",
     "parallel": f"device parallelism: {'|'.join(config_lib.PARALLEL_MODES)}",
     "coordinator_address": "HOST:PORT of process 0 for multi-process runs (Cloud TPU: automatic)",
     "num_processes": "number of processes in a multi-process run (0: automatic/one)",
@@ -103,6 +125,8 @@ _HELP = {
     "checkpoint_minutes": "also checkpoint inside an epoch every M minutes of training (0: "
     "off), so a kill loses at most that much work",
     "stop_after_epoch": "stop after this epoch (resumable by rerunning); 0: train to --epochs",
+    "final_test": "test the best checkpoint on the test split at the end of training (off: "
+    "validate only, e.g. for search trials; test later with --mode=eval)",
     "summary": "print the model summary and exit",
     "progress": "show a progress bar per epoch",
 }

@@ -181,6 +181,8 @@ def build(
             val_fraction=config.val_fraction,
             seed=config.seed,
             method=config.split,
+            cv_folds=config.cv_folds,
+            fold=config.fold,
         )
     except ValueError as e:  # the data package's errors are one-line user errors
         raise ConfigError(str(e)) from None
@@ -189,9 +191,12 @@ def build(
 
         splits = filter_classes(splits, config.classes)
     info = splits.info
+    fold = {-1: ", refit: validation on the training rows", 0: ""}.get(
+        config.fold, f", fold {config.fold} of {config.cv_folds}"
+    )
     notes.append(
         f"data: {info.name} ({info.task}, input {info.input_shape}) split "
-        f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}"
+        f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}{fold}"
     )
 
     spec = architectures.spec(config.arch) if model is None else _user_spec(config.arch)
@@ -231,6 +236,12 @@ def build(
         if config.balance == "oversample":
             train_source = data.oversample(splits.train, seed=config.seed)
             notes.append(f"oversampled training split: {len(train_source)} examples")
+    if config.overfit_batches:  # the same few batches every epoch (the loader keeps order)
+        rows = np.random.default_rng(config.seed).permutation(len(train_source))
+        train_source = Subset(
+            train_source, np.sort(rows[: config.overfit_batches * config.batch_size])
+        )
+        notes.append(f"overfit check: training on the same {len(train_source)} examples")
     if loss_fn is not None and loss_kind is None:  # the natural kind for the dataset
         loss_kind = "values" if info.task == REGRESSION else "labels"
     task = tasks.make(config, info, class_weights, loss_fn=loss_fn, loss_kind=loss_kind)
@@ -286,7 +297,7 @@ def build(
             num_workers=config.num_workers,
         )
 
-    train_loader = loader(train_source, config.batch_size, True)
+    train_loader = loader(train_source, config.batch_size, not config.overfit_batches)
     notes.append(
         f"{len(train_loader)} steps per epoch at global batch {config.batch_size} "
         f"on {devices} device(s) in {processes} process(es), parallel={plan.mode}"

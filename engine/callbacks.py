@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 
 from engine import checkpoint, report
 
@@ -38,7 +39,9 @@ class Callback:
         """After each epoch's validation; `record` holds `epoch`, `train`, `val` summaries.
 
         Callbacks may add entries to `record` (later callbacks see them; `MetricsLog` writes
-        what is there when it runs).
+        what is there when it runs). A callback may return a new state (same tree and
+        placement, e.g. from a `plan.wrap_state_update` function) that later callbacks, the
+        checkpoint and the next epoch use; None keeps the state.
         """
 
     def on_fit_end(self, fit, state: Any) -> None:
@@ -171,7 +174,8 @@ class EpochPrinter(Callback):
     def on_epoch_end(self, epoch, record, state):
         rate = record["train"].get("count", 0) / max(self.fit.epoch_seconds, 1e-9)
         mark = " *" if self.tracker.improved else ""
-        extra = f"{rate:,.0f} ex/s{mark}"
+        lr = f"lr {record['lr']:.3g}  " if "lr" in record else ""
+        extra = f"{lr}{rate:,.0f} ex/s{mark}"
         self.fit.say(
             report.epoch_line(epoch, self.fit.epochs, record["train"], record["val"], extra)
         )
@@ -246,3 +250,87 @@ class StopAtEpoch(Callback):
     def on_epoch_end(self, epoch, record, state):
         if epoch >= self.epoch:
             self.fit.stop(f"stopped after epoch {epoch}")
+
+
+class EarlyStopping(Callback):
+    """Ends the run when `monitor` has not improved by more than `min_delta` for `patience` epochs.
+
+    The run then counts as finished: the best checkpoint (kept by the tracker) is tested. An
+    improvement is `value > best + min_delta` (or `<` and `-` when lower is better, as Keras'
+    EarlyStopping); a non-finite value never improves. Resumable: the count is in `state_dict`,
+    and a run that had stopped stays stopped when it is run again.
+    """
+
+    def __init__(self, monitor: str, higher_is_better: bool, patience: int, min_delta: float):
+        self.monitor, self.higher_is_better = monitor, higher_is_better
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_epoch, self.wait, self.stopped_epoch = None, 0, 0, 0
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+        if self.stopped_epoch:  # rerun of a run that had stopped: it is complete
+            fit.stop(self.reason(), finished=True)
+
+    def on_epoch_end(self, epoch, record, state):
+        value = monitored(record, self.monitor)
+        sign = 1.0 if self.higher_is_better else -1.0
+        if math.isfinite(value) and (
+            self.best is None or sign * (value - self.best) > self.min_delta
+        ):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+        else:
+            self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.fit.stop(self.reason(), finished=True)
+
+    def reason(self) -> str:
+        """The line saying where and why the run stopped."""
+        best = "none finite" if self.best is None else f"{self.best:.4f}"
+        return (
+            f"early stopping at epoch {self.stopped_epoch}: {self.monitor} did not improve by "
+            f"more than {self.min_delta:g} for {self.patience} epoch(s) (best {best} at epoch "
+            f"{self.best_epoch})"
+        )
+
+    def state_dict(self):
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+        }
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+
+
+class PlateauFeed(Callback):
+    """Feeds `monitor` (the validation loss) into the state once per epoch: reduce-on-plateau.
+
+    `feed(state, value) -> state` is pure and compiled for the plan (`plan.wrap_state_update`);
+    the plateau's own state lives in the run's state, so every checkpoint holds it and a
+    resumed run continues identically. The rate the epoch trained with is added to the
+    record as `lr` (logged and printed), and each reduction is announced.
+    """
+
+    def __init__(self, feed, lr_of, monitor: str = "val_loss"):
+        self.feed, self.lr_of, self.monitor = feed, lr_of, monitor
+        self.fit = None
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+
+    def on_epoch_end(self, epoch, record, state):
+        lr = self.lr_of(state)
+        record["lr"] = lr
+        state = self.feed(state, np.float32(monitored(record, self.monitor)))
+        new = self.lr_of(state)
+        if new != lr:
+            self.fit.say(
+                f"plateau after epoch {epoch}: {self.monitor} stopped improving; "
+                f"lr {lr:.4g} -> {new:.4g} from epoch {epoch + 1}"
+            )
+        return state

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "plateau")
 NORMALIZATIONS = ("standard", "minmax", "symmetric", "none")
 PARALLEL_MODES = ("jit", "pmap", "none")
 DTYPES = ("float32", "bfloat16")
@@ -139,6 +139,19 @@ class Config:
     init_params: str = ""  # regex of the parameter paths to load (empty: all that fit)
     freeze: str = ""  # regex of the parameter paths kept fixed (optax set_to_zero)
     on_nan: str = "stop"  # a non-finite loss or update: stop the run, or skip the update
+    plateau_factor: float = 0.1  # --schedule=plateau: lr x factor on each plateau
+    plateau_patience: int = 5  # epochs without val_loss improvement before a reduction
+    plateau_cooldown: int = 0  # epochs after a reduction before counting again
+    plateau_min_lr: float = 0.0  # the rate is never reduced below this
+
+    # Model selection.
+    early_stopping: int = 0  # patience in epochs on --monitor; 0: off
+    min_delta: float = 0.0  # the smallest change of --monitor that counts as improvement
+    cv_folds: int = 0  # K-fold cross-validation on the non-test rows; 0: off
+    fold: int = 0  # with cv_folds: train only fold k (1..K), or -1: the refit; 0: every fold
+    cv_refit: bool = False  # after CV: train on all non-test rows, test once
+    find_lr: bool = False  # the learning-rate range test instead of training
+    overfit_batches: int = 0  # sanity check: train on these N batches only, no regularisation
 
     # Devices and processes.
     parallel: str = "jit"
@@ -152,6 +165,7 @@ class Config:
     checkpoint_minutes: float = 5.0  # also save inside an epoch every M minutes; 0: off
     stop_after_epoch: int = 0  # stop (resumably) after this epoch; 0: run to --epochs
     summary: bool = False
+    final_test: bool = True  # test the best checkpoint at the end (search trials: off)
     progress: bool = True
 
     def resolved_workdir(self) -> str:
@@ -217,6 +231,8 @@ class Config:
         mine = self.to_dict()
         found = [k for k in MODEL_FIELDS if k in saved and saved[k] != mine[k]]
         found += [k for k in TOGGLE_FIELDS if k in saved and (saved[k] > 0) != (mine[k] > 0)]
+        if "schedule" in saved and (saved["schedule"] == "plateau") != (self.schedule == "plateau"):
+            found.append("schedule")  # the plateau adds its state to the optimizer's tree
         return [f"--{k}={saved[k]!r} (now {mine[k]!r})" for k in found]
 
 
@@ -263,6 +279,34 @@ def for_workdir(saved: dict[str, Any], overrides: dict[str, Any], *, source: str
         )
     base = Config.from_dict(saved, source=source)
     return dataclasses.replace(base, **overrides)
+
+
+def _validate_selection(config: Config) -> None:
+    """The checks of the model-selection settings (plateau, early stopping, folds)."""
+    if not 0 < config.plateau_factor < 1:
+        raise ConfigError(f"--plateau_factor must be in (0, 1), got {config.plateau_factor}")
+    if config.plateau_patience < 1:
+        raise ConfigError(f"--plateau_patience must be >= 1, got {config.plateau_patience}")
+    if config.plateau_cooldown < 0:
+        raise ConfigError(f"--plateau_cooldown must be >= 0, got {config.plateau_cooldown}")
+    if not 0 <= config.plateau_min_lr < config.lr:
+        raise ConfigError(
+            f"--plateau_min_lr must be in [0, --lr={config.lr}), got {config.plateau_min_lr}"
+        )
+    if config.early_stopping < 0:
+        raise ConfigError(f"--early_stopping must be >= 0 (0: off), got {config.early_stopping}")
+    if config.min_delta < 0:
+        raise ConfigError(f"--min_delta must be >= 0, got {config.min_delta}")
+    if config.cv_folds == 1 or config.cv_folds < 0:
+        raise ConfigError(f"--cv_folds must be >= 2 (0: off), got {config.cv_folds}")
+    if config.overfit_batches < 0:
+        raise ConfigError(f"--overfit_batches must be >= 0, got {config.overfit_batches}")
+    if (config.fold or config.cv_refit) and not config.cv_folds:
+        raise ConfigError("--fold and --cv_refit need --cv_folds=K")
+    if not -1 <= config.fold <= config.cv_folds:
+        raise ConfigError(
+            f"--fold must be 1..{config.cv_folds} (or -1: the refit, 0: all), got {config.fold}"
+        )
 
 
 def _jsonable(value: Any) -> Any:
@@ -369,6 +413,7 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         raise ConfigError(f"--num_workers must be >= 0, got {config.num_workers}")
     if config.stop_after_epoch < 0:
         raise ConfigError(f"--stop_after_epoch must be >= 0, got {config.stop_after_epoch}")
+    _validate_selection(config)
     if config.num_processes < 0:
         raise ConfigError(f"--num_processes must be >= 0, got {config.num_processes}")
     if config.num_processes > 1 and not config.coordinator_address:

@@ -132,7 +132,9 @@ def run(fit: Fit, state, abstract, train_loader, val_loader, sample: Batch):
             "val": program.summarize(evaluate(eval_step, state, val_loader, plan, eval_zeros)),
         }
         for cb in fit.callbacks:
-            cb.on_epoch_end(epoch, record, state)
+            replaced = cb.on_epoch_end(epoch, record, state)
+            if replaced is not None:  # a callback fed a value into the state (plateau lr)
+                state = replaced
     compiles = getattr(train_step, "_cache_size", None)
     fit.train_compilations = compiles() if compiles else None
     for cb in fit.callbacks:

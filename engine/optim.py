@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import optax
+from optax.contrib import ReduceLROnPlateauState
 
 from engine.config import Config
 
@@ -25,10 +26,14 @@ def schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
     rates as an uninterrupted one. `step` decays by 10x at 50% and 75% of training (the classic
     ResNet recipe); `warmup_cosine` warms up linearly for `--warmup_epochs`.
     """
+    if config.find_lr:  # the range test sweeps the rate itself
+        from engine.lr_find import range_schedule
+
+        return range_schedule()
     lr = effective_lr(config)
     updates_per_epoch = max(steps_per_epoch // config.grad_accum_steps, 1)
     total = max(config.epochs * updates_per_epoch, 1)
-    if config.schedule == "constant":
+    if config.schedule in ("constant", "plateau"):  # plateau scales a constant rate
         return optax.constant_schedule(lr)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(lr, decay_steps=total)
@@ -71,6 +76,8 @@ def make(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
             parts.append(optax.adam(lr))
         else:
             raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    if config.schedule == "plateau":
+        parts.append(_scaled_by_plateau(plateau(config)))
     tx = optax.chain(*parts)
     if config.freeze:
         from engine.finetune import freeze
@@ -85,3 +92,51 @@ def make(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
         # Averages K micro-batch gradients and applies them once: K steps of B = one of K*B.
         tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)
     return tx
+
+
+def plateau(config: Config) -> optax.GradientTransformationExtraArgs:
+    """The optax `contrib.reduce_on_plateau` with the `--plateau_*` settings, fed once an epoch.
+
+    Its `value` is the epoch's validation loss (so `accumulation_size=1`); `min_scale` is
+    `--plateau_min_lr` relative to the effective rate.
+    """
+    return optax.contrib.reduce_on_plateau(
+        factor=config.plateau_factor,
+        patience=config.plateau_patience,
+        cooldown=config.plateau_cooldown,
+        accumulation_size=1,
+        min_scale=config.plateau_min_lr / effective_lr(config),
+    )
+
+
+def _scaled_by_plateau(plateau_tx) -> optax.GradientTransformation:
+    """Scales updates by the plateau state's current `scale` without advancing it.
+
+    optax's transform advances when given a value; a train step has no validation loss, so
+    the chain only applies the scale and `feed_plateau` advances the state once an epoch.
+    """
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: (state.scale * g).astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(plateau_tx.init, update)
+
+
+def _is_plateau(node) -> bool:
+    return isinstance(node, ReduceLROnPlateauState)
+
+
+def feed_plateau(tree, value, plateau_tx):
+    """`tree` (any state) with every plateau state advanced by one observed `value`. Pure."""
+
+    def one(node):
+        return plateau_tx.update((), node, value=value)[1] if _is_plateau(node) else node
+
+    return jax.tree.map(one, tree, is_leaf=_is_plateau)
+
+
+def plateau_scale(tree):
+    """The `scale` of the (first) plateau state in `tree`, or None when there is none."""
+    found = [n.scale for n in jax.tree.leaves(tree, is_leaf=_is_plateau) if _is_plateau(n)]
+    return found[0] if found else None

@@ -80,6 +80,18 @@ class Plan:
             )
         return jax.jit(eval_step, donate_argnums=2)
 
+    def wrap_state_update(self, update: Callable) -> Callable:
+        """Compiles `update(state, value) -> state` (a host scalar fed in), donating the state.
+
+        For callbacks that change the state between epochs (the plateau schedule's feed).
+        """
+        if self.mode == "pmap":
+            return jax.pmap(update, axis_name=AXIS, in_axes=(0, None), donate_argnums=0)
+        if self.mode == "jit":
+            rep = self._replicated()
+            return jax.jit(update, in_shardings=(rep, rep), out_shardings=rep, donate_argnums=0)
+        return jax.jit(update, donate_argnums=0)
+
     # --- placement --------------------------------------------------------------------------
     def _replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, P())

@@ -157,3 +157,29 @@ def plot_curves(workdir: str, records: list[dict], metric: str) -> str:
 def _number(value) -> float:
     """A plotted value: a strict record's null (a non-finite value) is drawn as a gap."""
     return math.nan if value is None else float(value)
+
+
+def plot_xy(path: str, x, y, *, xlabel: str, ylabel: str, logx: bool = False, mark=None) -> str:
+    """Draws `y` against `x` (points and line) into the PNG `path`; `mark` draws a vertical line.
+
+    Used for the learning-rate range test (loss vs lr) and a search's objective vs parameter.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, y, ".-" if len(x) > 1 and sorted(x) == list(x) else "o")
+    if logx:
+        ax.set_xscale("log")
+    if mark is not None:
+        ax.axvline(mark, color="tab:red", linestyle="--", label=f"{xlabel} = {mark:.3g}")
+        ax.legend()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -115,6 +115,10 @@ def prepare(
         else:
             config = dataclasses.replace(config, loss=getattr(loss, "__name__", "user_loss"))
     config = validate(config, custom_arch=model is not None, custom_loss=loss is not None)
+    if config.overfit_batches:
+        from engine.sanity import overfit_config
+
+        config = overfit_config(config)
     plan = parallel.make_plan(config.parallel)
     if plan.num_processes > 1 and plan.mode == "none":
         raise ConfigError(
@@ -131,7 +135,7 @@ def prepare(
     return Setup(config, plan, run, made, workdir, monitor, higher)
 
 
-def _check_workdir(config: Config, workdir: str) -> None:
+def check_workdir(config: Config, workdir: str) -> None:
     """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"--workdir={workdir} is a file, not a folder; choose another path")
@@ -158,13 +162,26 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
     """The callbacks of a `fit`, in call order.
 
     The NaN guard comes first (it fails the run before anything records a bad epoch), then
-    the tracker (later callbacks read `improved`), the user's callbacks (so their state is
-    saved and they can stop the run), then the log and the checkpoints and the prints.
+    the tracker (later callbacks read `improved`), the user's callbacks and the configured
+    model-selection ones (so their state is saved and they can stop the run), then the log,
+    the checkpoints and the prints.
     """
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
     metric = setup.monitor.partition("_")[2]
     found = [guards.NanGuard(config.on_nan), tracker, *user]
+    if config.early_stopping:
+        found.append(
+            cb.EarlyStopping(
+                setup.monitor, setup.higher_is_better, config.early_stopping, config.min_delta
+            )
+        )
+    if config.schedule == "plateau":
+        found.append(plateau_feed(config, setup.plan))
+    if config.overfit_batches:
+        from engine.sanity import OverfitCheck
+
+        found.append(OverfitCheck(config.overfit_batches))
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
@@ -187,6 +204,23 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
     return ckpt, found
 
 
+def plateau_feed(config: Config, plan: parallel.Plan) -> cb.PlateauFeed:
+    """The callback feeding the validation loss to `--schedule=plateau` once an epoch."""
+    plateau_tx, lr = optim.plateau(config), optim.effective_lr(config)
+    feed = plan.wrap_state_update(lambda state, v: optim.feed_plateau(state, v, plateau_tx))
+
+    def lr_of(state) -> float:
+        scale = optim.plateau_scale(state)
+        if scale is None:
+            raise ConfigError(
+                "--schedule=plateau: this program's state holds no plateau state (its "
+                "optimizer must include engine.optim.plateau's scale)"
+            )
+        return lr * float(plan.read(scale))
+
+    return cb.PlateauFeed(feed, lr_of)
+
+
 def fit(
     config: Config,
     *,
@@ -202,6 +236,8 @@ def fit(
     `config.epochs` (or until a callback stops it) with validation after every epoch, keeps the
     latest and the best (on `config.monitor`) checkpoints, then evaluates the test split once
     with the best checkpoint and writes `results.json`. Eval mode: tests the best checkpoint.
+    With `config.cv_folds` (and no `fold`): cross-validation (`engine.select.cross_validate`);
+    a fold run (`fold` > 0) validates only and does not test.
 
     Args:
       config: the run's configuration.
@@ -213,9 +249,18 @@ def fit(
       `test` metrics with `best_epoch`, `best_val`, `checkpoint_epoch`; or `stopped_at` when a
       callback paused the run (rerun to resume).
     """
+    if config.find_lr and config.mode == "train":
+        from engine.lr_find import find_lr
+
+        return find_lr(config, model=model, loss=loss, loss_kind=loss_kind, program=program)
+    if config.cv_folds and not config.fold and config.mode == "train":
+        from engine import select
+
+        kwargs = dict(model=model, loss=loss, loss_kind=loss_kind, program=program)
+        return select.cross_validate(config, callbacks=callbacks, **kwargs)
     setup = prepare(config, model=model, loss=loss, loss_kind=loss_kind, program=program)
     config, plan, run, workdir = setup.config, setup.plan, setup.run, setup.workdir
-    _check_workdir(config, workdir)
+    check_workdir(config, workdir)
     say = loop.Fit(setup.program, plan, workdir, config.epochs, 0, 1).say
     say(*run.notes, *setup.program.notes)
     if config.summary:
@@ -301,8 +346,13 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
             return {"stopped_at": done, "exit_code": fit_.exit_code, **best}
         if fit_.stop_reason is not None:
             say(fit_.stop_reason)
-        results = test(setup, ckpt, abstract)
+        if config.fold > 0 or not config.final_test:  # validation only (CV folds, trials)
+            results = {"checkpoint_epoch": ckpt.latest_epoch(checkpoint.BEST), "workdir": workdir}
+        else:  # the refit (fold -1) validated on its training rows: test its last epoch
+            results = test(setup, ckpt, abstract, which=checkpoint.LATEST if config.fold else None)
         results.update(best, train_step_compilations=fit_.train_compilations)
+        if fit_.stop_reason is not None:
+            results["stop_reason"] = fit_.stop_reason
         if plan.is_main:
             report.write_json(workdir, report.RESULTS_FILE, results)
         return results
@@ -322,10 +372,15 @@ def _fine_tune_start(host_state, config: Config, say):
     return host_state
 
 
-def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract) -> dict:
-    """Evaluates the best checkpoint (the latest if none is marked best) on the test split once."""
+def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract, which: str | None = None) -> dict:
+    """Evaluates a checkpoint on the test split once.
+
+    `which` is `checkpoint.BEST` or `LATEST`; None: the best (the latest if none is marked).
+    """
     plan, run, program_ = setup.plan, setup.run, setup.program
-    which = checkpoint.BEST if ckpt.latest_epoch(checkpoint.BEST) is not None else checkpoint.LATEST
+    if which is None:
+        best = ckpt.latest_epoch(checkpoint.BEST) is not None
+        which = checkpoint.BEST if best else checkpoint.LATEST
     if ckpt.latest_epoch(which) is None:
         raise ConfigError(f"no checkpoint in {setup.workdir}; train first (--mode=train)")
     restored, meta = ckpt.restore(abstract, which=which)

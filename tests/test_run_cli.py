@@ -64,6 +64,11 @@ def trained_workdir(tmp_path_factory):
         (["--dataset=diabetes", "--loss=cross_entropy"], "regression dataset"),
         (["--loss=triplet_margin"], "triplet"),
         (["--dataset=diabetes", "--arch=lenet", "--loss=mse"], "needs images"),
+        (["--cv_folds=1"], "--cv_folds must be >= 2"),
+        (["--fold=2"], "--fold and --cv_refit need --cv_folds=K"),
+        (["--schedule=plateau", "--plateau_factor=1.5"], "--plateau_factor must be in (0, 1)"),
+        (["--early_stopping=-2"], "--early_stopping must be >= 0"),
+        (["--schedule=plateau"], "--schedule='cosine' (now 'plateau')"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(trained_workdir, flags, expected):

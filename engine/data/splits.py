@@ -1,4 +1,4 @@
-"""Train / validation / test splits (random stratified or by time) and k-fold indices.
+"""Train / validation / test splits (random stratified or by time) and k-fold folds (scikit-learn).
 
 All splits are index views (`Subset`) of the loaded sources: nothing is copied or decoded, so they
 work the same for in-memory arrays and for record files streamed from disk.
@@ -104,6 +104,8 @@ def split(
     val_fraction: float = 0.1,
     seed: int = 0,
     method: str = "random",
+    cv_folds: int = 0,
+    fold: int = 0,
 ) -> Splits:
     """Train, validation and test splits of `dataset`.
 
@@ -120,6 +122,9 @@ def split(
       val_fraction: share of the remaining rows held out for validation (no own val split).
       seed: fixes the random split.
       method: `"random"` or `"time"`.
+      cv_folds, fold: with `cv_folds` > 0, fold `fold` (1-based) of `kfold` over the
+        non-test rows gives train and validation (`val_fraction` is unused); `fold=-1` trains
+        on all non-test rows and validates on those same rows (the refit after CV).
 
     Returns:
       The three splits as `Subset` views (or the dataset's own sources).
@@ -134,36 +139,54 @@ def split(
     if test is None:
         rest, test = _holdout_source(rest, test_fraction, "test", method, rng, stratify)
     train, val = rest, dataset.val
+    if cv_folds and fold:
+        if val is not None:
+            raise ValueError(
+                f"{dataset.info.name} has its own validation split; --cv_folds folds the "
+                "training rows of datasets without one"
+            )
+        if fold == -1:
+            return Splits(info=dataset.info, train=rest, val=rest, test=test)
+        fit, held = kfold(rest.targets, cv_folds, seed=seed, stratify=stratify, method=method)[
+            fold - 1
+        ]
+        return Splits(info=dataset.info, train=Subset(rest, fit), val=Subset(rest, held), test=test)
     if val is None:
         train, val = _holdout_source(rest, val_fraction, "validation", method, rng, stratify)
     return Splits(info=dataset.info, train=train, val=val, test=test)
 
 
 def kfold(
-    targets: np.ndarray, k: int, *, seed: int = 0, stratify: bool = True
+    targets: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    stratify: bool = True,
+    method: str = "random",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, val) row indices of each of `k` folds; every row is in exactly one val fold.
+    """(train, val) row indices of each of `k` folds, from scikit-learn's splitters.
 
-    Stratified: each class's rows are shuffled and dealt round-robin over the folds, so every
-    fold holds each class's count to within one, and fold sizes differ by at most one.
+    `method="random"`: `StratifiedKFold(k, shuffle=True, random_state=seed)` when
+    `stratify` (classification), else `KFold` with the same arguments; every row is in
+    exactly one validation fold. `method="time"`: `TimeSeriesSplit(k)`, expanding windows in
+    row order: fold i trains on everything before its validation block, never on the future.
 
     >>> folds = kfold(np.array([0, 0, 0, 1, 1, 1]), 3)
     >>> [np.bincount(np.array([0, 0, 0, 1, 1, 1])[val]).tolist() for _, val in folds]
     [[1, 1], [1, 1], [1, 1]]
     """
+    from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
+
     n = len(targets)
     if not 2 <= k <= n:
         raise ValueError(f"k-fold needs 2 <= k <= number of examples ({n}), got k={k}")
-    rng = np.random.default_rng(seed)
-    if stratify:
-        _, labels = np.unique(targets, return_inverse=True)
-        # Class by class, each class shuffled: dealing position % k over this order spreads
-        # every class evenly, and continuing the count across classes keeps fold sizes even.
-        order = np.concatenate(
-            [rng.permutation(np.flatnonzero(labels == c)) for c in range(labels.max() + 1)]
-        )
+    if method == "time":
+        splitter = TimeSeriesSplit(n_splits=k)
+    elif stratify:  # a class with fewer than k rows is missing from some folds (as sklearn)
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     else:
-        order = rng.permutation(n)
-    fold_of = np.empty(n, dtype=np.int64)
-    fold_of[order] = np.arange(n) % k
-    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
+        splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
+    try:
+        return list(splitter.split(np.zeros((n, 1)), targets if stratify else None))
+    except ValueError as e:  # e.g. TimeSeriesSplit with too few rows for k + 1 blocks
+        raise ValueError(f"{k} folds of {n} rows: {str(e).splitlines()[0]}") from None
