@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 RESULTS_FILE = "results.json"
+
+
+def strict(value):
+    """`value` with every non-finite float replaced by None, so it is strict JSON.
+
+    >>> strict({"loss": float("nan"), "acc": [1.0, float("inf")]})
+    {'loss': None, 'acc': [1.0, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(v) for v in value]
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """Strict JSON text of `value` (non-finite numbers as null)."""
+    return json.dumps(strict(value), allow_nan=False, **kwargs)
 
 
 # Short names users know from the progress lines of other frameworks.
@@ -53,21 +74,21 @@ def rewrite_metrics(workdir: str, records: list[dict]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(dumps(record, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
 def append_metrics(workdir: str, record: dict) -> None:
     """Appends one record to `metrics.jsonl` (no timings, so equal runs give equal files)."""
     with open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(dumps(record, sort_keys=True) + "\n")
 
 
 def write_json(workdir: str, name: str, payload: dict) -> None:
     """Writes `payload` to `<workdir>/<name>` atomically."""
     path = os.path.join(workdir, name)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write(dumps(payload, indent=2, sort_keys=True))
     os.replace(path + ".tmp", path)
 
 

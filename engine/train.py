@@ -50,6 +50,8 @@ def supervised(config: Config, run: Run, axis_name: str | None) -> Program:
         input_shape=run.input_shape,
         norm=run.norm,
         notes=notes,
+        lr_schedule=optim.schedule(config, len(run.train_loader)),
+        grad_accum_steps=config.grad_accum_steps,
     )
 
 

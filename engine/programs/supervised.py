@@ -30,6 +30,16 @@ def takes_mask(model) -> bool:
         return False
 
 
+def summarize(sums: dict) -> dict:
+    """The task's numbers, plus the optimizer's (learning rate, gradient norms) under "optim"."""
+    sums = dict(sums)
+    optim = sums.pop("optim", None)
+    out = tasks.summarize(sums)
+    if optim is not None:
+        out["optim"] = steps.summarize_optimizer(optim)
+    return out
+
+
 def make(
     model,
     tx: optax.GradientTransformation,
@@ -40,6 +50,8 @@ def make(
     input_shape: tuple[int, ...],
     norm: dict[str, np.ndarray],
     notes: tuple[str, ...] = (),
+    lr_schedule=None,
+    grad_accum_steps: int = 1,
 ) -> Program:
     """Builds the supervised program.
 
@@ -52,6 +64,10 @@ def make(
       input_shape: one example as the model sees it (after resizing), for initialisation.
       norm: the training split's normalisation constants, kept in the state.
       notes: lines to print at the start.
+      lr_schedule: the chain's learning-rate schedule; given, the train sums also carry the
+        learning rate and per-layer gradient norms (`steps.optimizer_sums`), summarized
+        under "optim".
+      grad_accum_steps: micro-steps per optimizer update (the schedule counts updates).
     """
     metrics = steps.eval_metrics(model, task, cfg)
     eval_step, eval_zeros = summing_eval(metrics, axis_name)
@@ -86,10 +102,18 @@ def make(
     names = ("loss", "accuracy") if task.kind == CLASSIFICATION else ("loss", "mae", "rmse", "r2")
     return Program(
         init=init,
-        train_step=steps.make_train_step(model, tx, task, cfg, axis_name),
+        train_step=steps.make_train_step(
+            model,
+            tx,
+            task,
+            cfg,
+            axis_name,
+            lr_schedule=lr_schedule,
+            grad_accum_steps=grad_accum_steps,
+        ),
         eval_step=eval_step,
         eval_zeros=eval_zeros,
-        summarize=tasks.summarize,
+        summarize=summarize,
         higher_is_better={n: HIGHER_IS_BETTER[n] for n in names},
         monitor=f"val_{task.monitor}",
         infer=infer,
