@@ -80,6 +80,9 @@ def optimizer_sums(grads, loss, step, lr) -> dict:
         "max_grad_sq": total,
         "max_bad_grad": {k: marker(~jnp.isfinite(v)) for k, v in layers.items()},
         "max_bad_loss": marker(~jnp.isfinite(loss)),
+        # The untrained model's loss: only the run's very first step contributes.
+        "start_loss": jnp.where(step == 0, loss, 0.0).astype(jnp.float32),
+        "starts": (step == 0).astype(jnp.float32),
     }
 
 
@@ -113,7 +116,9 @@ def summarize_optimizer(sums: dict) -> dict:
       `lr` (mean over the epoch's steps), `grad_norm` (root mean square over steps of the global
       gradient norm), `max_grad_norm` (the largest step's), `layers` ({name: RMS norm}),
       `first_nonfinite_step` (1-based, None when every step was finite) and
-      `first_nonfinite_layers` (the layers non-finite at that step; empty when only the loss).
+      `first_nonfinite_layers` (the layers non-finite at that step; empty when only the loss),
+      `first_nonfinite_loss_step` (the first step whose loss was not finite, or None),
+      `initial_loss` (the first step's loss, before any update: in the run's first epoch only).
     """
     steps = max(float(sums["steps"]), 1.0)
     layers = {k: float(np.sqrt(np.float64(v) / steps)) for k, v in sums["grad_sq"].items()}
@@ -127,6 +132,8 @@ def summarize_optimizer(sums: dict) -> dict:
         "layers": layers,
         "first_nonfinite_step": first,
         "first_nonfinite_layers": sorted(k for k, v in bad.items() if v is not None and v == first),
+        "first_nonfinite_loss_step": first_bad_step(sums["max_bad_loss"]),
+        "initial_loss": float(sums["start_loss"]) if float(sums["starts"]) > 0 else None,
     }
 
 

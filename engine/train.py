@@ -20,9 +20,10 @@ import jax
 import architectures
 import losses
 from engine import callbacks as cb
-from engine import checkpoint, loop, optim, parallel, report
+from engine import checkpoint, loggers, loop, optim, parallel, profile, report
 from engine.build import Run, build
 from engine.config import Config, ConfigError, load_json, validate
+from engine.data.source import CLASSIFICATION
 from engine.programs import Program
 from engine.programs import supervised as supervised_lib
 
@@ -143,16 +144,45 @@ def _check_workdir(config: Config, workdir: str) -> None:
         )
 
 
-def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.Callback] = ()):
+def doctor_callbacks(setup: Setup, abstract, *, supervised_model=None) -> list[cb.Callback]:
+    """The doctor's probe (training split in evaluation mode, dead units) and the doctor.
+
+    Args:
+      setup: the prepared run.
+      abstract: the state's shapes (for the evaluation totals' zeros).
+      supervised_model: the flax module of a supervised program (probed for dead units).
+    """
+    from engine import doctor
+    from engine.doctor import probe
+
+    run = setup.run
+    zeros = setup.program.eval_zeros(abstract, run.sample_batch())
+    the_probe = probe.build(setup, zeros, supervised_model)
+    layers = probe.layer_order(supervised_model, run.input_shape) if supervised_model else ()
+    stats = {
+        "train": probe.input_stats(the_probe.loader.source, run.norm),
+        "val": probe.input_stats(run.splits.val, run.norm),
+    }
+    ctx = doctor.context(setup, layers, stats)
+    return [the_probe, doctor.Doctor(setup.workdir, ctx, setup.plan.is_main)]
+
+
+def default_callbacks(
+    setup: Setup,
+    tracker: cb.BestTracker,
+    user: Sequence[cb.Callback] = (),
+    doctor: Sequence[cb.Callback] = (),
+):
     """The callbacks of a `fit`, in call order.
 
     The tracker comes first (later callbacks read `improved`), then the user's callbacks (so
-    their state is saved and they can stop the run), then checkpoints, the log and the prints.
+    their state is saved and they can stop the run), the doctor's (they add to the record
+    before it is logged), then checkpoints, the log and the prints.
     """
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
     metric = setup.monitor.partition("_")[2]
-    found = [tracker, *user]
+    found = [tracker, *user, *doctor, loggers.Speed(), loggers.TensorBoardLog(workdir, is_main)]
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
@@ -163,6 +193,9 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
     ]
     if config.progress and is_main:
         found.append(cb.ProgressBar())
+    window = profile.parse(config.profile)
+    if window is not None:
+        found.append(profile.Profiler(workdir, *window, is_main))
     return ckpt, found
 
 
@@ -217,7 +250,11 @@ def fit(
             ckpt.close()
 
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
-    ckpt, found = default_callbacks(setup, tracker, callbacks)
+    doctor = ()
+    if config.doctor:
+        model = run.model if program is None else None
+        doctor = doctor_callbacks(setup, abstract, supervised_model=model)
+    ckpt, found = default_callbacks(setup, tracker, callbacks, doctor)
     try:
         start_epoch, state = 0, None
         if ckpt.latest_epoch() is not None:
@@ -278,7 +315,13 @@ def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract) -> dict:
             f"{meta['epoch']}): {report.format_metrics(test_m)}",
             flush=True,
         )
-    return {"test": test_m, "checkpoint_epoch": meta["epoch"], "workdir": setup.workdir}
+    results = {"test": test_m, "checkpoint_epoch": meta["epoch"], "workdir": setup.workdir}
+    classifier = run.splits.info.task == CLASSIFICATION and program_.infer is not None
+    if classifier and plan.num_processes == 1:  # one process holds every test row
+        from engine import classes
+
+        results["test_per_class"] = classes.per_class_report(setup, state)
+    return results
 
 
 def train_and_evaluate(config: Config) -> dict:
