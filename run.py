@@ -26,7 +26,8 @@ _C = config_lib.Config()
 # Help texts; the defaults come from engine.config.Config, the choices from the registries.
 _HELP = {
     "mode": f"what to do: {'|'.join(config_lib.MODES)} (eval tests the best checkpoint; eval "
-    "and predict take the training settings from the workdir's config.json)",
+    "and predict take the training settings from the workdir's config.json; doctor diagnoses "
+    "trained workdirs from their files, --workdir=W1,W2 compares several)",
     "plugins": "comma-separated Python modules to import first (they may register "
     "architectures and losses: architectures.register, losses.register)",
     "monitor": "the metric that picks the best checkpoint, e.g. val_loss, val_accuracy, val_r2 "
@@ -128,7 +129,11 @@ _HELP = {
     "final_test": "test the best checkpoint on the test split at the end of training (off: "
     "validate only, e.g. for search trials; test later with --mode=eval)",
     "summary": "print the model summary and exit",
-    "progress": "show a progress bar per epoch",
+    "progress": "show a progress line for the whole run (with ETA)",
+    "profile": "START:STOP: write a jax.profiler trace of those train steps to WORKDIR/profile "
+    "(TensorBoard or Perfetto) and print where their time goes (compile, host, device)",
+    "doctor": "diagnose the run after every epoch and at the end (doctor.json); costs one "
+    "evaluation pass over a training subset per epoch",
 }
 
 
@@ -236,7 +241,12 @@ def main(argv) -> int:
         import_plugins(config.plugins)
         config = config_lib.validate(config)
         _init_distributed(config)
-        if config.mode == "predict":
+        if config.mode == "doctor":
+            from engine.doctor import post_hoc
+
+            workdirs = [w for w in config.resolved_workdir().split(",") if w]
+            print("\n".join(post_hoc(workdirs)))
+        elif config.mode == "predict":
             from engine.predict import write_predictions
 
             write_predictions(config)

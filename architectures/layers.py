@@ -19,6 +19,10 @@ import numpy as np
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
 INITS = ("lecun", "he", "xavier", "normal")
 
+# Hidden activations are sown into this collection; it is only kept when an apply asks for it
+# (`mutable=[ACTIVATIONS_COLLECTION]`), so training and evaluation pay nothing.
+ACTIVATIONS_COLLECTION = "activations"
+
 # BatchNorm defaults for the whole zoo: flax's momentum 0.9 is PyTorch's 0.1; eps as torchvision.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -193,6 +197,12 @@ class Flatten(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
+def sow_activation(module: nn.Module, x: jax.Array) -> None:
+    """Keeps `x` in the activations collection when an apply asks for it (never at init)."""
+    if not module.is_initializing() and module.is_mutable_collection(ACTIVATIONS_COLLECTION):
+        module.sow(ACTIVATIONS_COLLECTION, "act", x)
+
+
 class ConvUnit(nn.Module):
     """Conv -> optional BatchNorm -> optional activation (torchvision's BasicConv2d when act is on).
 
@@ -253,6 +263,7 @@ class ConvUnit(nn.Module):
             )(x)
         if self.act:
             x = activation(self.activation, leaky_slope=self.leaky_slope)(x)
+            sow_activation(self, x)
         return x
 
 
@@ -285,8 +296,10 @@ class Net(nn.Module):
 
     @nn.nowrap
     def act(self, x: jax.Array) -> jax.Array:
-        """The configured activation."""
-        return activation(self.activation, leaky_slope=self.leaky_slope)(x)
+        """The configured activation (its output sown for the doctor's dead-unit probe)."""
+        x = activation(self.activation, leaky_slope=self.leaky_slope)(x)
+        sow_activation(self, x)
+        return x
 
     @nn.nowrap
     def shared(self, **overrides: Any) -> dict[str, Any]:

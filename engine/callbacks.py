@@ -195,41 +195,38 @@ class CurvesPlot(Callback):
 
 
 class ProgressBar(Callback):
-    """A per-epoch tqdm bar with the running loss and speed, read back at most once a second."""
+    """One tqdm line for the whole run: steps done of all planned, ETA, epoch, running loss.
+
+    The running loss and speed are read back at most once a second (a per-step read-back
+    would wait for every step to finish).
+    """
 
     def __init__(self):
         self.fit, self.bar = None, None
 
     def on_fit_start(self, fit):
-        self.fit = fit
-
-    def on_step(self, step, state, totals):
         from tqdm import tqdm
 
+        self.fit = fit
+        # A run resumed inside an epoch has that epoch's first start_step steps done.
+        remaining = max(fit.epochs - fit.start_epoch, 0) * fit.steps_per_epoch - fit.start_step
+        self.bar = tqdm(total=remaining, unit="step", leave=False, disable=None, file=sys.stderr)
+        self.bar.set_description(f"epoch {fit.start_epoch + 1}/{fit.epochs}")
+        self.epoch_started, self.last = time.perf_counter(), time.time()
+
+    def on_step(self, step, state, totals):
         fit = self.fit
         within = (step - 1) % fit.steps_per_epoch
-        if within == 0 or self.bar is None:  # an epoch starts, or a resumed one continues
-            if self.bar is not None:
-                self.bar.close()
-            epoch = (step - 1) // fit.steps_per_epoch + 1
-            self.bar = tqdm(
-                total=fit.steps_per_epoch,
-                initial=within,
-                desc=f"epoch {epoch}",
-                leave=False,
-                disable=None,
-                file=sys.stderr,
-            )
-            self.started, self.last = time.perf_counter(), time.time()
+        epoch = (step - 1) // fit.steps_per_epoch + 1
+        if within == 0:
+            self.bar.set_description(f"epoch {epoch}/{fit.epochs}")
+            self.epoch_started = time.perf_counter()
         self.bar.update(1)
-        if time.time() - self.last > 1.0:  # no per-step read-back: it would wait for the step
+        if time.time() - self.last > 1.0:
             self.last = time.time()
             summary = fit.program.summarize(fit.plan.read(totals))
-            rate = summary.get("count", 0) / (time.perf_counter() - self.started)
+            rate = summary.get("count", 0) / max(time.perf_counter() - self.epoch_started, 1e-9)
             self.bar.set_postfix(loss=f"{summary.get('loss', math.nan):.4f}", ex_s=f"{rate:.0f}")
-        if within == fit.steps_per_epoch - 1:
-            self.bar.close()
-            self.bar = None
 
     def on_fit_end(self, fit, state):
         if self.bar is not None:

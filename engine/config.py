@@ -14,7 +14,7 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "plateau")
 NORMALIZATIONS = ("standard", "minmax", "symmetric", "none")
 PARALLEL_MODES = ("jit", "pmap", "none")
 DTYPES = ("float32", "bfloat16")
-MODES = ("train", "eval", "predict")
+MODES = ("train", "eval", "predict", "doctor")
 SPLITS = ("random", "time")
 BALANCE = ("none", "oversample")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -167,6 +167,8 @@ class Config:
     summary: bool = False
     final_test: bool = True  # test the best checkpoint at the end (search trials: off)
     progress: bool = True
+    doctor: bool = True  # diagnose each epoch (measures the training split in evaluation mode)
+    profile: str = ""  # START:STOP: trace those train steps with jax.profiler
 
     def resolved_workdir(self) -> str:
         """The workdir, defaulting to runs/<dataset>-<arch>-<loss> (path-safe)."""
@@ -425,6 +427,12 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
             f"--monitor={config.monitor} must name a metric as val_NAME or train_NAME, "
             "e.g. val_loss or val_accuracy"
         )
+    from engine import profile
+
+    try:
+        profile.parse(config.profile)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.mode == "predict" and not config.inputs:
         raise ConfigError(
             "--mode=predict needs --inputs=folder:PATH, csv:PATH or npy:PATH (what to predict)"

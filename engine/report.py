@@ -68,14 +68,15 @@ def strict(payload: dict) -> dict:
         return value
 
     out = clean(payload, "")
-    if found:
+    if found and isinstance(out, dict):
         out[NONFINITE_KEY] = found
     return out
 
 
 def dumps(payload: dict, **kwargs) -> str:
     """Strict JSON text of `payload` (`strict`; json refuses anything non-finite left over)."""
-    return json.dumps(strict(payload), allow_nan=False, sort_keys=True, **kwargs)
+    kwargs.setdefault("sort_keys", True)
+    return json.dumps(strict(payload), allow_nan=False, **kwargs)
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -107,21 +108,21 @@ def rewrite_metrics(workdir: str, records: list[dict]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for record in records:
-            f.write(dumps(record) + "\n")
+            f.write(dumps(record, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
 def append_metrics(workdir: str, record: dict) -> None:
     """Appends one record to `metrics.jsonl` (no timings, so equal runs give equal files)."""
     with open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8") as f:
-        f.write(dumps(record) + "\n")
+        f.write(dumps(record, sort_keys=True) + "\n")
 
 
 def write_json(workdir: str, name: str, payload: dict) -> None:
     """Writes `payload` to `<workdir>/<name>` atomically."""
     path = os.path.join(workdir, name)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(dumps(payload, indent=2))
+        f.write(dumps(payload, indent=2, sort_keys=True))
     os.replace(path + ".tmp", path)
 
 

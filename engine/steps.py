@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from engine.state import TrainState
@@ -46,6 +47,52 @@ class StepConfig:
     on_nan: str = "stop"
 
 
+# A step's "first non-finite step" marker is summed as BAD_BASE - step and combined by maximum
+# over an epoch (sums named max_...), so the largest marker is the earliest bad step and zero
+# means none (zeros are the sums' starting value).
+BAD_BASE = 2**30
+
+
+def first_bad_step(marker) -> int | None:
+    """The step number (1-based) an epoch's max_ marker points to, or None when it is zero."""
+    marker = int(marker)
+    return BAD_BASE - marker + 1 if marker > 0 else None
+
+
+def optimizer_sums(grads, loss, step, lr) -> dict:
+    """Per-layer squared gradient norms and first non-finite markers of one step, as sums.
+
+    Layers are the top-level entries of the parameter tree (a module and everything in it).
+    The norms come from the gradients the step already has: no extra pass.
+
+    Args:
+      grads: the gradient tree (global-batch gradients).
+      loss: the step's loss (scalar).
+      step: the state's step count before this update (0-based).
+      lr: the learning rate this update uses.
+    """
+    layers = {
+        name: sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(sub))
+        for name, sub in grads.items()
+    }
+
+    def marker(bad):
+        return jnp.where(bad, BAD_BASE - step, 0).astype(jnp.int32)
+
+    total = sum(layers.values())
+    return {
+        "grad_sq": layers,
+        "steps": jnp.ones((), jnp.float32),
+        "lr_sum": jnp.asarray(lr, jnp.float32),
+        "max_grad_sq": total,
+        "max_bad_grad": {k: marker(~jnp.isfinite(v)) for k, v in layers.items()},
+        "max_bad_loss": marker(~jnp.isfinite(loss)),
+        # The untrained model's loss: only the run's very first step contributes.
+        "start_loss": jnp.where(step == 0, loss, 0.0).astype(jnp.float32),
+        "starts": (step == 0).astype(jnp.float32),
+    }
+
+
 def _psum(tree, axis_name):
     if axis_name is None:
         return tree
@@ -69,8 +116,48 @@ def _variables(state: TrainState, params, cfg: StepConfig) -> dict:
     return {"params": params}
 
 
-def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | None = None):
+def summarize_optimizer(sums: dict) -> dict:
+    """An epoch's `optimizer_sums` (host NumPy) as the numbers logs and the doctor read.
+
+    Returns:
+      `lr` (mean over the epoch's steps), `grad_norm` (root mean square over steps of the global
+      gradient norm), `max_grad_norm` (the largest step's), `layers` ({name: RMS norm}),
+      `first_nonfinite_step` (1-based, None when every step was finite) and
+      `first_nonfinite_layers` (the layers non-finite at that step; empty when only the loss),
+      `first_nonfinite_loss_step` (the first step whose loss was not finite, or None),
+      `initial_loss` (the first step's loss, before any update: in the run's first epoch only).
+    """
+    steps = max(float(sums["steps"]), 1.0)
+    layers = {k: float(np.sqrt(np.float64(v) / steps)) for k, v in sums["grad_sq"].items()}
+    bad = {k: first_bad_step(v) for k, v in sums["max_bad_grad"].items()}
+    firsts = [s for s in (*bad.values(), first_bad_step(sums["max_bad_loss"])) if s is not None]
+    first = min(firsts) if firsts else None
+    return {
+        "lr": float(sums["lr_sum"]) / steps,
+        "grad_norm": float(np.sqrt(sum(np.float64(v) for v in sums["grad_sq"].values()) / steps)),
+        "max_grad_norm": float(np.sqrt(np.float64(sums["max_grad_sq"]))),
+        "layers": layers,
+        "first_nonfinite_step": first,
+        "first_nonfinite_layers": sorted(k for k, v in bad.items() if v is not None and v == first),
+        "first_nonfinite_loss_step": first_bad_step(sums["max_bad_loss"]),
+        "initial_loss": float(sums["start_loss"]) if float(sums["starts"]) > 0 else None,
+    }
+
+
+def make_train_step(
+    model,
+    tx,
+    task: Task,
+    cfg: StepConfig,
+    axis_name: str | None = None,
+    *,
+    lr_schedule: Callable | None = None,
+    grad_accum_steps: int = 1,
+):
     """Returns the pure `train_step(state, batch) -> (state, metric sums)`.
+
+    With `lr_schedule`, the sums also hold `optimizer_sums` (per-layer gradient norms, the
+    learning rate, first non-finite markers) under the key "optim".
 
     Args:
       model: flax module (built with `bn_axis_name=axis_name` when it has BatchNorm).
@@ -78,6 +165,8 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
       task: the task adapter (loss and metrics).
       cfg: static step options.
       axis_name: the pmap axis to sum over, or None when arrays are global (jit).
+      lr_schedule: the optax schedule of the chain (a function of the update count).
+      grad_accum_steps: micro-steps per update (the schedule counts updates).
     """
     mutable = (["batch_stats"] if cfg.has_batchnorm else []) + ["aux_outputs"]
 
@@ -104,9 +193,9 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
             for (aux,) in updates.get("aux_outputs", {}).values():
                 aux_values, _ = task.loss(aux, targets, mask, state.norm)
                 loss = loss + cfg.aux_weight * jnp.sum(aux_values) / total
-            return loss, (outputs, updates)
+            return loss, (loss, outputs, updates)
 
-        grads, (outputs, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (loss, outputs, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = _psum(grads, axis_name)
         metrics = _psum(task.metrics(outputs, targets, mask, state.norm), axis_name)
         if cfg.on_nan == "skip":
@@ -128,6 +217,11 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
         if cfg.on_nan == "stop":
             new_state = keep_if(finite, new_state, state)
         metrics["nonfinite"] = jnp.logical_not(finite).astype(jnp.int32)
+        if lr_schedule is not None:
+            # Gradients are already global here; under pmap each device holds a part of the
+            # global-batch loss, whose sum is the loss.
+            lr = lr_schedule(state.step // grad_accum_steps)
+            metrics["optim"] = optimizer_sums(grads, _psum(loss, axis_name), state.step, lr)
         return new_state, metrics
 
     return train_step

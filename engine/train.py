@@ -21,9 +21,21 @@ import jax
 import architectures
 import losses
 from engine import callbacks as cb
-from engine import checkpoint, guards, lock, loop, midepoch, optim, parallel, report
+from engine import (
+    checkpoint,
+    guards,
+    lock,
+    loggers,
+    loop,
+    midepoch,
+    optim,
+    parallel,
+    profile,
+    report,
+)
 from engine.build import Run, build
 from engine.config import Config, ConfigError, load_json, validate
+from engine.data.source import CLASSIFICATION
 from engine.programs import Program
 from engine.programs import supervised as supervised_lib
 
@@ -51,6 +63,8 @@ def supervised(config: Config, run: Run, axis_name: str | None) -> Program:
         input_shape=run.input_shape,
         norm=run.norm,
         notes=notes,
+        lr_schedule=optim.schedule(config, len(run.train_loader)),
+        grad_accum_steps=config.grad_accum_steps,
     )
 
 
@@ -158,13 +172,41 @@ def check_workdir(config: Config, workdir: str) -> None:
         )
 
 
-def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.Callback] = ()):
+def doctor_callbacks(setup: Setup, abstract, *, supervised_model=None) -> list[cb.Callback]:
+    """The doctor's probe (training split in evaluation mode, dead units) and the doctor.
+
+    Args:
+      setup: the prepared run.
+      abstract: the state's shapes (for the evaluation totals' zeros).
+      supervised_model: the flax module of a supervised program (probed for dead units).
+    """
+    from engine import doctor
+    from engine.doctor import probe
+
+    run = setup.run
+    zeros = setup.program.eval_zeros(abstract, run.sample_batch())
+    the_probe = probe.build(setup, zeros, supervised_model)
+    layers = probe.layer_order(supervised_model, run.input_shape) if supervised_model else ()
+    stats = {
+        "train": probe.input_stats(the_probe.loader.source, run.norm),
+        "val": probe.input_stats(run.splits.val, run.norm),
+    }
+    ctx = doctor.context(setup, layers, stats)
+    return [the_probe, doctor.Doctor(setup.workdir, ctx, setup.plan.is_main)]
+
+
+def default_callbacks(
+    setup: Setup,
+    tracker: cb.BestTracker,
+    user: Sequence[cb.Callback] = (),
+    doctor: Sequence[cb.Callback] = (),
+):
     """The callbacks of a `fit`, in call order.
 
     The NaN guard comes first (it fails the run before anything records a bad epoch), then
     the tracker (later callbacks read `improved`), the user's callbacks and the configured
-    model-selection ones (so their state is saved and they can stop the run), then the log,
-    the checkpoints and the prints.
+    model-selection ones (so their state is saved and they can stop the run), the doctor's
+    (they add to the record before it is logged), then the log, the checkpoints and the prints.
     """
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
@@ -182,6 +224,7 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
         from engine.sanity import OverfitCheck
 
         found.append(OverfitCheck(config.overfit_batches))
+    found += [*doctor, loggers.Speed(), loggers.TensorBoardLog(workdir, is_main)]
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
@@ -201,6 +244,9 @@ def default_callbacks(setup: Setup, tracker: cb.BestTracker, user: Sequence[cb.C
     ]
     if config.progress and is_main:
         found.append(cb.ProgressBar())
+    window = profile.parse(config.profile)
+    if window is not None:
+        found.append(profile.Profiler(workdir, *window, is_main))
     return ckpt, found
 
 
@@ -283,13 +329,13 @@ def fit(
         if note:
             say(note)
     try:
-        return _train(setup, held, callbacks, host_state, abstract, sample)
+        return _train(setup, held, callbacks, host_state, abstract, sample, program is None)
     finally:
         held.release()
 
 
-def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
-    """The train mode of `fit`, with the workdir locked."""
+def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervised_) -> dict:
+    """The train mode of `fit`, with the workdir locked (`supervised_`: the built-in program)."""
     config, plan, run, program_, workdir = (
         setup.config,
         setup.plan,
@@ -299,7 +345,11 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
     )
     say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
-    ckpt, found = default_callbacks(setup, tracker, callbacks)
+    doctor = ()
+    if config.doctor:
+        model = run.model if supervised_ else None
+        doctor = doctor_callbacks(setup, abstract, supervised_model=model)
+    ckpt, found = default_callbacks(setup, tracker, callbacks, doctor)
     try:
         steps = len(run.train_loader)
         zeros = loop.metric_zeros(program_, abstract, sample, plan.axis_name)
@@ -394,7 +444,13 @@ def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract, which: str | None
             f"{meta['epoch']}): {report.format_metrics(test_m)}",
             flush=True,
         )
-    return {"test": test_m, "checkpoint_epoch": meta["epoch"], "workdir": setup.workdir}
+    results = {"test": test_m, "checkpoint_epoch": meta["epoch"], "workdir": setup.workdir}
+    classifier = run.splits.info.task == CLASSIFICATION and program_.infer is not None
+    if classifier and plan.num_processes == 1:  # one process holds every test row
+        from engine import classes
+
+        results["test_per_class"] = classes.per_class_report(setup, state)
+    return results
 
 
 def train_and_evaluate(config: Config) -> dict:

@@ -69,6 +69,9 @@ def trained_workdir(tmp_path_factory):
         (["--schedule=plateau", "--plateau_factor=1.5"], "--plateau_factor must be in (0, 1)"),
         (["--early_stopping=-2"], "--early_stopping must be >= 0"),
         (["--schedule=plateau"], "--schedule='cosine' (now 'plateau')"),
+        (["--profile=5"], "--profile=5 must be START:STOP"),
+        (["--profile=9:3"], "1 <= START <= STOP"),
+        (["--mode=doctor", "--workdir=/no/such/run"], "/no/such/run has no config.json"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(trained_workdir, flags, expected):
@@ -81,6 +84,14 @@ def test_bad_input_is_one_line_and_changes_nothing(trained_workdir, flags, expec
     assert lines[0].startswith("error: ")
     assert expected in lines[0]
     assert _tree_digest(workdir) == before
+
+
+def test_mode_doctor_reads_a_trained_workdir(trained_workdir):
+    workdir, _ = trained_workdir
+    done = _run("--mode=doctor", f"--workdir={workdir}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{workdir}: ")
+    assert os.path.exists(os.path.join(workdir, "doctor.json"))
 
 
 def test_help_lists_flags_with_registry_choices():

@@ -22,21 +22,25 @@ from engine.programs import Program, summing_eval
 HIGHER_IS_BETTER = {"loss": False, "accuracy": True, "mae": False, "rmse": False, "r2": True}
 
 
-def summarize(sums: dict) -> dict:
-    """The task's summary, plus `nonfinite_steps` when an epoch had non-finite steps."""
-    out = tasks.summarize(sums)
-    bad = int(sums.get("nonfinite", 0))
-    if bad:
-        out["nonfinite_steps"] = bad
-    return out
-
-
 def takes_mask(model) -> bool:
     """Whether the module's `__call__` takes `mask=` (the zoo's do; a user's module may not)."""
     try:
         return "mask" in inspect.signature(type(model).__call__).parameters
     except (TypeError, ValueError):
         return False
+
+
+def summarize(sums: dict) -> dict:
+    """The task's numbers, the optimizer's ("optim") and `nonfinite_steps` when there were any."""
+    sums = dict(sums)
+    optim = sums.pop("optim", None)
+    out = tasks.summarize(sums)
+    if optim is not None:
+        out["optim"] = steps.summarize_optimizer(optim)
+    bad = int(sums.get("nonfinite", 0))
+    if bad:
+        out["nonfinite_steps"] = bad
+    return out
 
 
 def make(
@@ -49,6 +53,8 @@ def make(
     input_shape: tuple[int, ...],
     norm: dict[str, np.ndarray],
     notes: tuple[str, ...] = (),
+    lr_schedule=None,
+    grad_accum_steps: int = 1,
 ) -> Program:
     """Builds the supervised program.
 
@@ -61,6 +67,10 @@ def make(
       input_shape: one example as the model sees it (after resizing), for initialisation.
       norm: the training split's normalisation constants, kept in the state.
       notes: lines to print at the start.
+      lr_schedule: the chain's learning-rate schedule; given, the train sums also carry the
+        learning rate and per-layer gradient norms (`steps.optimizer_sums`), summarized
+        under "optim".
+      grad_accum_steps: micro-steps per optimizer update (the schedule counts updates).
     """
     metrics = steps.eval_metrics(model, task, cfg)
     eval_step, eval_zeros = summing_eval(metrics, axis_name)
@@ -95,7 +105,15 @@ def make(
     names = ("loss", "accuracy") if task.kind == CLASSIFICATION else ("loss", "mae", "rmse", "r2")
     return Program(
         init=init,
-        train_step=steps.make_train_step(model, tx, task, cfg, axis_name),
+        train_step=steps.make_train_step(
+            model,
+            tx,
+            task,
+            cfg,
+            axis_name,
+            lr_schedule=lr_schedule,
+            grad_accum_steps=grad_accum_steps,
+        ),
         eval_step=eval_step,
         eval_zeros=eval_zeros,
         summarize=summarize,

@@ -1,0 +1,83 @@
+"""Logs users know: speed numbers in each epoch's record, and TensorBoard event files.
+
+`Speed` adds `speed` (examples/s and milliseconds per step of the training pass) to the record,
+so `metrics.jsonl` holds them; `TensorBoardLog` writes every number of the record (train, val,
+train_eval metrics, learning rate, gradient norms, speed) as scalars with tensorboardX, which
+needs no TensorFlow. Both are callbacks; process 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from engine.callbacks import Callback
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+class Speed(Callback):
+    """Adds `speed`: `examples_per_s` and `step_ms` of the epoch's training pass.
+
+    The time is the training pass's wall time (the loop's `epoch_seconds`), data waits and the
+    first epoch's compilation included.
+    """
+
+    def on_fit_start(self, fit):
+        self.fit = fit
+
+    def on_epoch_end(self, epoch, record, state):
+        seconds = max(self.fit.epoch_seconds, 1e-9)
+        record["speed"] = {
+            "examples_per_s": record["train"].get("count", 0) / seconds,
+            "step_ms": 1000.0 * seconds / max(self.fit.steps_per_epoch, 1),
+        }
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """The record's numbers as TensorBoard tags: `train/loss`, `optim/lr`, `speed/step_ms`, ...
+
+    >>> scalars({"epoch": 1, "train": {"loss": 0.5, "count": 8, "optim": {"lr": 0.1,
+    ...     "layers": {"dense0": 2.0}}}, "val": {"loss": 0.7}})
+    {'train/loss': 0.5, 'optim/lr': 0.1, 'optim/grad_norm/dense0': 2.0, 'val/loss': 0.7}
+    """
+    out = {}
+    for split in ("train", "val", "train_eval"):
+        for name, value in (record.get(split) or {}).items():
+            if name == "optim":
+                for key, v in value.items():
+                    if key == "layers":
+                        out.update({f"optim/grad_norm/{k}": n for k, n in v.items()})
+                    elif isinstance(v, int | float) and not isinstance(v, bool):
+                        out[f"optim/{key}"] = v
+            elif name != "count" and isinstance(value, int | float):
+                out[f"{split}/{name}"] = value
+    for name, value in (record.get("speed") or {}).items():
+        out[f"speed/{name}"] = value
+    return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
+
+
+class TensorBoardLog(Callback):
+    """Writes each epoch's scalars to `<workdir>/tensorboard` (step = epoch)."""
+
+    def __init__(self, workdir: str, is_main: bool):
+        self.logdir, self.is_main = os.path.join(workdir, TENSORBOARD_DIR), is_main
+        self.writer = None
+
+    def on_fit_start(self, fit):
+        if self.is_main:
+            from tensorboardX import SummaryWriter
+
+            # purge_step drops events a resumed run will write again (its later epochs).
+            self.writer = SummaryWriter(self.logdir, purge_step=fit.start_epoch + 1)
+
+    def on_epoch_end(self, epoch, record, state):
+        if self.writer is not None:
+            for tag, value in scalars(record).items():
+                self.writer.add_scalar(tag, value, epoch)
+            self.writer.flush()
+
+    def on_fit_end(self, fit, state):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
