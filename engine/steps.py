@@ -84,6 +84,9 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
         x = preprocess(state, batch["inputs"], cfg, aug_rng)
         targets, mask = batch["targets"], batch["mask"]
 
+        # The padding rows of a partial batch stay out of BatchNorm's statistics too.
+        bn_mask = {"mask": mask} if cfg.has_batchnorm else {}
+
         def loss_fn(params):
             outputs, updates = model.apply(
                 _variables(state, params, cfg),
@@ -91,6 +94,7 @@ def make_train_step(model, tx, task: Task, cfg: StepConfig, axis_name: str | Non
                 train=True,
                 rngs={"dropout": dropout_rng},
                 mutable=mutable,
+                **bn_mask,
             )
             values, weights = task.loss(outputs, targets, mask, state.norm)
             total = _psum(jnp.sum(weights), axis_name)

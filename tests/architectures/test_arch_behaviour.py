@@ -2,23 +2,20 @@
 
 The training loop is a tiny optax loop written here (the engine's own loop has its own tests): a
 jitted Adam step on one small batch, which a working net must overfit (the classic sanity check).
-Models use small widths and the smallest depth so the file stays fast on a 2-core CPU; the init
-uses an "rbg" key, which XLA:CPU compiles several times faster than threefry for deep nets.
+Models use small widths and the smallest depth so the file stays fast on a 2-core CPU
+(`arch_helpers`).
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from sklearn.datasets import load_digits
+from arch_helpers import BATCH, digits_batch, init, input_size, small, synthetic_batch
 
 import architectures
 from architectures.resnet import ResidualBlock
 
-BATCH = 16
 STEPS = 40
 AUX_WEIGHT = 0.3  # the GoogLeNet paper's weight for each auxiliary loss
 # Each configuration compiles for several seconds on 2 CPU cores (GoogLeNet's for 20-40 s), so
@@ -27,51 +24,6 @@ AUX_WEIGHT = 0.3  # the GoogLeNet paper's weight for each auxiliary loss
 # engine's own smoke test trains every architecture.
 SLOW_ON_DIGITS = ("vgg", "googlenet")
 SLOW_ON_SYNTHETIC = ("alexnet", "nin", "googlenet")
-
-
-def small(name: str, **options):
-    """The smallest configuration of `name` (CPU-sized), with options on top."""
-    spec = architectures.spec(name)
-    base = {}
-    if "width" in spec.options:
-        base["width"] = 0.25 if name == "nin" else 0.125
-    if "depth" in spec.options:
-        base["depth"] = min(spec.depths)
-    if "hidden_sizes" in spec.options:
-        base["hidden_sizes"] = (32, 32)
-    base.update(options)
-    return architectures.get(name, num_classes=10, **base)
-
-
-def digits_batch(size: int):
-    """BATCH real 8x8 digits (scikit-learn's bundled set), resized on device to size x size."""
-    digits = load_digits()
-    x = jnp.asarray(digits.images[:BATCH, :, :, None] / 16.0, jnp.float32)
-    if size > 8:  # what the engine does for nets with a larger minimum
-        x = jax.image.resize(x, (BATCH, size, size, 1), method="bilinear")
-    return x, jnp.asarray(digits.target[:BATCH])
-
-
-def synthetic_batch(size: int):
-    """BATCH 32x32x3 images: a random prototype per class plus noise; resized up where needed."""
-    kp, kx, ky = jax.random.split(jax.random.key(42), 3)
-    y = jax.random.randint(ky, (BATCH,), 0, 10)
-    prototypes = jax.random.normal(kp, (10, 32, 32, 3))
-    x = prototypes[y] + 0.5 * jax.random.normal(kx, (BATCH, 32, 32, 3))
-    if size > 32:
-        x = jax.image.resize(x, (BATCH, size, size, 3), method="bilinear")
-    return x, y
-
-
-@functools.cache
-def _init(model, shape):
-    key = jax.random.key(0, impl="rbg")
-    return jax.jit(lambda x: model.init({"params": key}, x, train=False))(jnp.zeros(shape))
-
-
-def init(model, x):
-    """Initial variables (they depend on the input's shape only; cached across tests)."""
-    return _init(model, x.shape)
 
 
 def ce(logits, y):
@@ -114,10 +66,6 @@ def train(model, x, y, steps=STEPS, lr=1e-3):
         losses.append(float(loss))
     final = {"params": params} | ({"batch_stats": stats} if stats is not None else {})
     return np.array(losses), final, variables
-
-
-def input_size(name: str) -> int:
-    return max(architectures.spec(name).min_image_size, 8)
 
 
 def assert_overfits(losses):
