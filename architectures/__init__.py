@@ -1,11 +1,13 @@
 """The architecture zoo: classic networks as Flax linen modules, selected by name.
 
-Every model is called as `model.apply(variables, x, train=bool, rngs={"dropout": key},
-mutable=[...])` with x shaped (N, H, W, C) for images (channels last) or (N, D) for tables; the
-MLP flattens anything. `variables` holds "params" and, only for nets with BatchNorm,
-"batch_stats" (make it mutable in training). Outputs are float32 logits (N, num_classes), or
-float32 features when `num_classes=None`. GoogLeNet's auxiliary logits are sown into the
-"aux_outputs" collection in training only.
+Every model is called as `model.apply(variables, x, train=bool, mask=None,
+rngs={"dropout": key}, mutable=[...])` with x shaped (N, H, W, C) for images (channels last) or
+(N, D) for tables; the MLP flattens anything. `variables` holds "params" and, only for nets with
+BatchNorm, "batch_stats" (make it mutable in training). Outputs are float32 logits
+(N, num_classes), or float32 features when `num_classes=None`. `mask` ((N,) bool, True for a
+real row) keeps the padding rows of a partial batch out of every BatchNorm's statistics in
+training. GoogLeNet's auxiliary logits are sown into the "aux_outputs" collection in training
+only.
 
 Shared options (keyword, all families; None means the family default):
     dropout: rate (family default: the paper's; see `spec(name).default_dropout`).

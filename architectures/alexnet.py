@@ -27,18 +27,20 @@ class AlexNet(Net):
     width: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C), H, W >= 63 -> (N, num_classes) float32 logits, or (N, 4096*width)."""
         check_image(x, MIN_SIZE, "alexnet")
         x = x.astype(self.dtype)
         c = lambda n: scaled(n, self.width)  # noqa: E731
-        x = self.unit(c(64), 11, stride=4, padding=2, name="conv1")(x, train)
+        x = self.unit(c(64), 11, stride=4, padding=2, name="conv1")(x, train, mask=mask)
         x = MaxPool(3, 2, name="pool1")(x)
-        x = self.unit(c(192), 5, padding=2, name="conv2")(x, train)
+        x = self.unit(c(192), 5, padding=2, name="conv2")(x, train, mask=mask)
         x = MaxPool(3, 2, name="pool2")(x)
-        x = self.unit(c(384), 3, padding=1, name="conv3")(x, train)
-        x = self.unit(c(256), 3, padding=1, name="conv4")(x, train)
-        x = self.unit(c(256), 3, padding=1, name="conv5")(x, train)
+        x = self.unit(c(384), 3, padding=1, name="conv3")(x, train, mask=mask)
+        x = self.unit(c(256), 3, padding=1, name="conv4")(x, train, mask=mask)
+        x = self.unit(c(256), 3, padding=1, name="conv5")(x, train, mask=mask)
         x = MaxPool(3, 2, name="pool5")(x)
         x = AdaptiveAvgPool(6, name="avgpool")(x)
         x = Flatten(name="flatten")(x)

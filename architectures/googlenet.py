@@ -63,17 +63,21 @@ class Inception(Net):
     summary_side_branches = ("b1", "b2", "b4")
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C) -> (N, H, W, sum of branch widths)."""
         c1, c3r, c3, c5r, c5, cp = self.channels
         unit = lambda f, k, name: self.unit(  # noqa: E731
             f, k, padding=k // 2, use_bias=not self.batchnorm, bn_epsilon=BN_EPSILON, name=name
         )
-        b1 = unit(c1, 1, "b1")(x, train)
-        b2 = unit(c3, 3, "b2_conv")(unit(c3r, 1, "b2_reduce")(x, train), train)
-        b3 = unit(c5, 3, "b3_conv")(unit(c5r, 1, "b3_reduce")(x, train), train)
+        b1 = unit(c1, 1, "b1")(x, train, mask=mask)
+        b2 = unit(c3r, 1, "b2_reduce")(x, train, mask=mask)
+        b2 = unit(c3, 3, "b2_conv")(b2, train, mask=mask)
+        b3 = unit(c5r, 1, "b3_reduce")(x, train, mask=mask)
+        b3 = unit(c5, 3, "b3_conv")(b3, train, mask=mask)
         pooled = MaxPool(3, 1, padding=1, ceil_mode=True, name="b4_pool")(x)
-        b4 = unit(cp, 1, "b4_proj")(pooled, train)
+        b4 = unit(cp, 1, "b4_proj")(pooled, train, mask=mask)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -87,7 +91,9 @@ class InceptionAux(Net):
     width: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C) -> (N, num_classes) float32 logits."""
         x = AdaptiveAvgPool(4, name="avgpool")(x)
         conv = self.unit(
@@ -97,7 +103,7 @@ class InceptionAux(Net):
             bn_epsilon=BN_EPSILON,
             name="conv",
         )
-        x = Flatten(name="flatten")(conv(x, train))
+        x = Flatten(name="flatten")(conv(x, train, mask=mask))
         x = self.act(self.dense(scaled(1024, self.width), name="fc1")(x))
         x = self.drop(x, train, name="dropout")
         return self.head(x)
@@ -115,7 +121,9 @@ class GoogLeNet(Net):
     width: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C), H, W >= 15 -> (N, num_classes) float32 logits, or (N, 1024*width)."""
         check_image(x, MIN_SIZE, "googlenet")
         x = x.astype(self.dtype)
@@ -123,10 +131,10 @@ class GoogLeNet(Net):
         conv = lambda f, k, name, **kw: self.unit(  # noqa: E731
             c(f), k, use_bias=not self.batchnorm, bn_epsilon=BN_EPSILON, name=name, **kw
         )
-        x = conv(64, 7, "conv1", stride=2, padding=3)(x, train)
+        x = conv(64, 7, "conv1", stride=2, padding=3)(x, train, mask=mask)
         x = MaxPool(3, 2, ceil_mode=True, name="pool1")(x)
-        x = conv(64, 1, "conv2")(x, train)
-        x = conv(192, 3, "conv3", padding=1)(x, train)
+        x = conv(64, 1, "conv2")(x, train, mask=mask)
+        x = conv(192, 3, "conv3", padding=1)(x, train, mask=mask)
         x = MaxPool(3, 2, ceil_mode=True, name="pool2")(x)
         for name in BLOCKS:
             if name == "4a":
@@ -134,15 +142,17 @@ class GoogLeNet(Net):
             if name == "5a":
                 x = MaxPool(2, 2, ceil_mode=True, name="pool4")(x)
             widths = tuple(c(n) for n in BLOCKS[name])
-            x = Inception(**self.shared(), channels=widths, name=f"inception{name}")(x, train)
+            x = Inception(**self.shared(), channels=widths, name=f"inception{name}")(
+                x, train, mask=mask
+            )
             if name in ("4a", "4d"):
-                self._aux(x, train, "aux1" if name == "4a" else "aux2")
+                self._aux(x, train, "aux1" if name == "4a" else "aux2", mask)
         x = GlobalAvgPool(name="gap")(x)
         x = self.drop(x, train, name="dropout")
         return self.head(x)
 
     @nn.nowrap
-    def _aux(self, x: jax.Array, train: bool, name: str) -> None:
+    def _aux(self, x: jax.Array, train: bool, name: str, mask: jax.Array | None) -> None:
         """Runs an aux head in training (sowing its logits) and at init (creating its params)."""
         if not self.aux_heads or self.num_classes is None:
             return
@@ -158,7 +168,7 @@ class GoogLeNet(Net):
             width=self.width,
             name=f"{name}_head",
         )
-        logits = head(x, train)
+        logits = head(x, train, mask=mask)
         if train and not self.is_initializing():
             self.sow("aux_outputs", name, logits)
 

@@ -1,5 +1,9 @@
 """Building blocks shared by the zoo: activations and initialisers by name, pooling, the base net.
 
+Every module's `__call__` takes `train` and an optional keyword `mask` ((N,) bool, True for a
+real row; None: all rows real), which reaches each BatchNorm so that the padding rows of a
+partial batch stay out of the batch statistics (`architectures.batchnorm`).
+
 Pooling layers are small modules (not bare functions) so that the model summary sees them: they
 change the output shape and the receptive field, and the summary reads their window and stride
 from the module's attributes.
@@ -15,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from architectures.batchnorm import BatchNorm
 
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
 INITS = ("lecun", "he", "xavier", "normal")
@@ -234,8 +240,10 @@ class ConvUnit(nn.Module):
     zero_init: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """(N, H, W, C) -> (N, H', W', features)."""
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
+        """(N, H, W, C) -> (N, H', W', features); `mask` (N,) marks real rows for BatchNorm."""
         pad = ((self.padding, self.padding), (self.padding, self.padding))
         # zero_init makes the unit output zero at init: through BatchNorm's scale when there is
         # one (ResNet's zero-init residual), else through the conv kernel itself.
@@ -252,7 +260,7 @@ class ConvUnit(nn.Module):
             name="conv",
         )(x)
         if self.batchnorm:
-            x = nn.BatchNorm(
+            x = BatchNorm(
                 use_running_average=not train,
                 momentum=BN_MOMENTUM,
                 epsilon=self.bn_epsilon,
@@ -260,7 +268,7 @@ class ConvUnit(nn.Module):
                 axis_name=self.bn_axis_name,
                 scale_init=nn.initializers.zeros if self.zero_init else nn.initializers.ones,
                 name="bn",
-            )(x)
+            )(x, mask=mask)
         if self.act:
             x = activation(self.activation, leaky_slope=self.leaky_slope)(x)
             sow_activation(self, x)
@@ -335,11 +343,14 @@ class Net(nn.Module):
         )
 
     @nn.nowrap
-    def norm(self, train: bool, name: str, **kwargs: Any) -> nn.BatchNorm:
-        """A BatchNorm with the zoo's momentum/epsilon and this net's axis name."""
+    def norm(self, train: bool, name: str, **kwargs: Any) -> BatchNorm:
+        """A BatchNorm with the zoo's momentum/epsilon and this net's axis name.
+
+        Call it as `norm(...)(x, mask=mask)`.
+        """
         options: dict[str, Any] = {"momentum": BN_MOMENTUM, "epsilon": BN_EPSILON}
         options.update(kwargs)
-        return nn.BatchNorm(
+        return BatchNorm(
             use_running_average=not train,
             dtype=self.dtype,
             axis_name=self.bn_axis_name,

@@ -24,19 +24,21 @@ class LeNet(Net):
     """
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C), H, W >= 32 -> (N, num_classes) float32 logits, or (N, 84) features."""
         check_image(x, MIN_SIZE, "lenet")
         x = x.astype(self.dtype)
-        x = self.unit(6, 5, name="conv1")(x, train)
+        x = self.unit(6, 5, name="conv1")(x, train, mask=mask)
         x = AvgPool(2, 2, name="pool1")(x)
-        x = self.unit(16, 5, name="conv2")(x, train)
+        x = self.unit(16, 5, name="conv2")(x, train, mask=mask)
         x = AvgPool(2, 2, name="pool2")(x)
         x = Flatten(name="flatten")(x)
         for i, size in enumerate((120, 84), start=1):
             x = self.dense(size, name=f"fc{i}")(x)
             if self.batchnorm:
-                x = self.norm(train, name=f"fc{i}_bn")(x)
+                x = self.norm(train, name=f"fc{i}_bn")(x, mask=mask)
             x = self.act(x)
             x = self.drop(x, train, name=f"fc{i}_dropout")
         return self.head(x)

@@ -19,7 +19,9 @@ class MLP(Net):
     hidden_sizes: tuple[int, ...] = (256, 128)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, ...) -> (N, num_classes) float32 logits, or (N, hidden_sizes[-1]) features."""
         if x.ndim < 2:
             raise ValueError(f"mlp expects a batch (N, D) or (N, ...), got shape {x.shape}")
@@ -27,7 +29,7 @@ class MLP(Net):
         for i, size in enumerate(self.hidden_sizes):
             x = self.dense(size, name=f"dense{i}")(x)
             if self.batchnorm:
-                x = self.norm(train, name=f"bn{i}")(x)
+                x = self.norm(train, name=f"bn{i}")(x, mask=mask)
             x = self.act(x)
             x = self.drop(x, train, name=f"dropout{i}")
         return self.head(x)

@@ -35,15 +35,17 @@ class NiNBlock(Net):
     logits: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C) -> (N, H', W', features)."""
         f = self.features
         x = self.unit(f, self.kernel, stride=self.stride, padding=self.padding, name="conv")(
-            x, train
+            x, train, mask=mask
         )
-        x = self.unit(f, 1, name="mlp1")(x, train)
+        x = self.unit(f, 1, name="mlp1")(x, train, mask=mask)
         last = {"act": False, "batchnorm": False} if self.logits else {}
-        return self.unit(f, 1, name="mlp2", **last)(x, train)
+        return self.unit(f, 1, name="mlp2", **last)(x, train, mask=mask)
 
 
 class NiN(Net):
@@ -56,7 +58,9 @@ class NiN(Net):
     width: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C), H, W >= 67 -> (N, num_classes) float32 logits, or (N, 384*width)."""
         check_image(x, MIN_SIZE, "nin")
         x = x.astype(self.dtype)
@@ -64,15 +68,15 @@ class NiN(Net):
         block = lambda f, k, name, **kw: NiNBlock(  # noqa: E731
             **self.shared(), features=f, kernel=k, name=name, **kw
         )
-        x = block(c(96), 11, "block1", stride=4)(x, train)
+        x = block(c(96), 11, "block1", stride=4)(x, train, mask=mask)
         x = MaxPool(3, 2, name="pool1")(x)
-        x = block(c(256), 5, "block2", padding=2)(x, train)
+        x = block(c(256), 5, "block2", padding=2)(x, train, mask=mask)
         x = MaxPool(3, 2, name="pool2")(x)
-        x = block(c(384), 3, "block3", padding=1)(x, train)
+        x = block(c(384), 3, "block3", padding=1)(x, train, mask=mask)
         x = MaxPool(3, 2, name="pool3")(x)
         if self.num_classes is not None:
             x = self.drop(x, train, name="dropout")
-            x = block(self.num_classes, 3, "block4", padding=1, logits=True)(x, train)
+            x = block(self.num_classes, 3, "block4", padding=1, logits=True)(x, train, mask=mask)
         return GlobalAvgPool(name="gap")(x).astype("float32")
 
 

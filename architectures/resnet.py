@@ -53,7 +53,9 @@ class ResidualBlock(Net):
     summary_side_branches = ("proj",)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C) -> (N, ceil(H / stride), ceil(W / stride), features * expansion)."""
         # Padding k // 2 as torchvision; no conv bias where BatchNorm follows.
         conv = lambda f, k, name, **kw: self.unit(  # noqa: E731
@@ -62,17 +64,17 @@ class ResidualBlock(Net):
         f, stride = self.features, self.stride
         if self.bottleneck:
             out_features = 4 * f
-            y = conv(f, 1, "conv1")(x, train)
-            y = conv(f, 3, "conv2", stride=stride)(y, train)
+            y = conv(f, 1, "conv1")(x, train, mask=mask)
+            y = conv(f, 3, "conv2", stride=stride)(y, train, mask=mask)
             last = conv(out_features, 1, "conv3", act=False, zero_init=self.zero_init_residual)
         else:
             out_features = f
-            y = conv(f, 3, "conv1", stride=stride)(x, train)
+            y = conv(f, 3, "conv1", stride=stride)(x, train, mask=mask)
             last = conv(out_features, 3, "conv2", act=False, zero_init=self.zero_init_residual)
-        y = last(y, train)
+        y = last(y, train, mask=mask)
         shortcut = x
         if stride != 1 or x.shape[-1] != out_features:
-            shortcut = conv(out_features, 1, "proj", stride=stride, act=False)(x, train)
+            shortcut = conv(out_features, 1, "proj", stride=stride, act=False)(x, train, mask=mask)
         return self.act(y + shortcut)
 
 
@@ -92,7 +94,9 @@ class ResNet(Net):
     stem: str = "auto"
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C), H, W >= 8 -> (N, num_classes) float32 logits, or pooled features."""
         check_image(x, MIN_SIZE, "resnet")
         x = x.astype(self.dtype)
@@ -102,10 +106,12 @@ class ResNet(Net):
             self.stem == "auto" and min(x.shape[1:3]) >= IMAGENET_STEM_FROM
         )
         if imagenet:
-            x = self.unit(c(64), 7, stride=2, padding=3, use_bias=bias, name="stem")(x, train)
+            x = self.unit(c(64), 7, stride=2, padding=3, use_bias=bias, name="stem")(
+                x, train, mask=mask
+            )
             x = MaxPool(3, 2, padding=1, name="stem_pool")(x)
         else:
-            x = self.unit(c(64), 3, padding=1, use_bias=bias, name="stem")(x, train)
+            x = self.unit(c(64), 3, padding=1, use_bias=bias, name="stem")(x, train, mask=mask)
         kind, stages = LAYOUTS[self.depth]
         for s, blocks in enumerate(stages):
             for b in range(blocks):
@@ -116,7 +122,7 @@ class ResNet(Net):
                     bottleneck=kind == "bottleneck",
                     zero_init_residual=self.zero_init_residual,
                     name=f"layer{s + 1}_{b}",
-                )(x, train)
+                )(x, train, mask=mask)
         x = GlobalAvgPool(name="gap")(x)
         x = self.drop(x, train, name="dropout")
         return self.head(x)

@@ -38,14 +38,16 @@ class VGG(Net):
     width: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, *, mask: jax.Array | None = None
+    ) -> jax.Array:
         """(N, H, W, C), H, W >= 32 -> (N, num_classes) float32 logits, or (N, 4096*width)."""
         check_image(x, MIN_SIZE, "vgg")
         x = x.astype(self.dtype)
         for b, block in enumerate(CONFIGS[self.depth], start=1):
             for i, channels in enumerate(block, start=1):
                 conv = self.unit(scaled(channels, self.width), 3, padding=1, name=f"conv{b}_{i}")
-                x = conv(x, train)
+                x = conv(x, train, mask=mask)
             x = MaxPool(2, 2, name=f"pool{b}")(x)
         x = AdaptiveAvgPool(7, name="avgpool")(x)
         x = Flatten(name="flatten")(x)

@@ -16,6 +16,7 @@ from engine import data, tasks
 from engine.config import Config, ConfigError
 from engine.data.source import REGRESSION, ArraySource, Splits, Subset
 from engine.parallel import Plan
+from engine.programs import supervised
 from engine.steps import StepConfig
 
 
@@ -280,6 +281,7 @@ def build(
         has_batchnorm=model.batchnorm
         if "batchnorm" in spec.options
         else _has_batchnorm(model, input_shape),
+        takes_mask=supervised.takes_mask(model),
     )
 
     def loader(source, batch_size, shuffle):

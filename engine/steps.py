@@ -32,6 +32,8 @@ class StepConfig:
       augment: `(rng, images) -> images` applied in training only, or None.
       aux_weight: weight of each auxiliary classifier's loss (GoogLeNet), added in training.
       has_batchnorm: whether the variables carry a `batch_stats` collection.
+      takes_mask: whether the model's `__call__` takes `mask=` (the zoo's do): with
+        BatchNorm, padded rows are then kept out of the batch statistics.
       on_nan: what a step whose loss, gradients or update are not finite does: "stop" keeps
         the whole state as it was (step count included, so the state's `step` + 1 names the
         first bad step), "skip" keeps the BatchNorm statistics (the optimizer is wrapped in
@@ -44,6 +46,7 @@ class StepConfig:
     augment: Callable | None = None
     aux_weight: float = 0.3
     has_batchnorm: bool = False
+    takes_mask: bool = True
     on_nan: str = "stop"
 
 
@@ -179,6 +182,9 @@ def make_train_step(
         x = preprocess(state, batch["inputs"], cfg, aug_rng)
         targets, mask = batch["targets"], batch["mask"]
 
+        # The padding rows of a partial batch stay out of BatchNorm's statistics too.
+        bn_mask = {"mask": mask} if cfg.has_batchnorm and cfg.takes_mask else {}
+
         def loss_fn(params):
             outputs, updates = model.apply(
                 _variables(state, params, cfg),
@@ -186,6 +192,7 @@ def make_train_step(
                 train=True,
                 rngs={"dropout": dropout_rng},
                 mutable=mutable,
+                **bn_mask,
             )
             values, weights = task.loss(outputs, targets, mask, state.norm)
             total = _psum(jnp.sum(weights), axis_name)

@@ -29,7 +29,7 @@ class _ArraysBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     INPUT_DTYPE: ClassVar[type] = np.float32
     NUM_CLASSES = 0  # 0: regression targets (float32 vectors)
     TARGET_DIM = 0
-    PNG = False
+    ENCODING = ""  # "png" or "jpeg": images stored encoded; "": raw tensors
 
     @tfds.core.utils.classproperty
     @classmethod
@@ -38,8 +38,8 @@ class _ArraysBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return None
 
     def _info(self) -> tfds.core.DatasetInfo:
-        if self.PNG:
-            inputs = tfds.features.Image(shape=self.INPUT_SHAPE, encoding_format="png")
+        if self.ENCODING:
+            inputs = tfds.features.Image(shape=self.INPUT_SHAPE, encoding_format=self.ENCODING)
         else:
             inputs = tfds.features.Tensor(shape=self.INPUT_SHAPE, dtype=self.INPUT_DTYPE)
         if self.NUM_CLASSES:
@@ -62,18 +62,32 @@ class _ArraysBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield (
                 i,
                 {
-                    "input": _png(x) if self.PNG else x,
+                    "input": encode_image(x, self.ENCODING) if self.ENCODING else x,
                     "target": t if self.TARGET_DIM else int(t),
                 },
             )
 
 
-def _png(image: np.ndarray) -> bytes:
-    """PNG bytes of an `(H, W, C)` uint8 image (TFDS itself needs TensorFlow to encode arrays)."""
+JPEG_QUALITY = 90  # a common storage quality (ImageNet's own files are mostly 75-96)
+
+
+def encode_image(image: np.ndarray, encoding: str) -> bytes:
+    """PNG or JPEG bytes of an `(H, W, C)` uint8 image (TFDS needs TensorFlow to encode arrays).
+
+    Args:
+      image: the pixels.
+      encoding: "png" (lossless) or "jpeg" (quality `JPEG_QUALITY`, lossy).
+    """
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    if encoding == "jpeg":
+        pil.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    elif encoding == "png":
+        pil.save(buffer, format="PNG")
+    else:
+        raise ValueError(f"unknown image encoding {encoding!r}; valid: png, jpeg")
     return buffer.getvalue()
 
 
@@ -83,7 +97,7 @@ def write_arrays(
     *,
     data_dir: str,
     num_classes: int = 0,
-    png: bool = False,
+    encoding: str = "",
 ) -> tfds.core.DatasetBuilder:
     """Writes `splits` ({split: (inputs, targets)}) as TFDS dataset `name` in `data_dir`.
 
@@ -92,8 +106,8 @@ def write_arrays(
       splits: per split, inputs `(n, *shape)` and targets `(n,)` class labels or `(n, d)`.
       data_dir: root directory of prepared datasets.
       num_classes: number of classes, 0 for regression targets.
-      png: store inputs as PNG-encoded uint8 images (as TFDS' image datasets do) instead of raw
-        tensors.
+      encoding: store inputs as "png" or "jpeg" encoded uint8 images (as TFDS' image datasets
+        do), decoded when read; "" stores raw tensors.
 
     Returns:
       The prepared builder (an already prepared dataset of that name is reused as it is).
@@ -104,7 +118,7 @@ def write_arrays(
         "INPUT_DTYPE": inputs.dtype.type,
         "NUM_CLASSES": num_classes,
         "TARGET_DIM": 0 if num_classes else int(np.shape(targets)[1]),
-        "PNG": png,
+        "ENCODING": encoding,
         "__module__": __name__,
     }
     cls = types.new_class(

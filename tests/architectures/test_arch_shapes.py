@@ -142,4 +142,8 @@ def test_adaptive_avg_pool_matches_pytorch_definition(size, out):
         for j in range(out):
             r0, r1 = (i * size) // out, math.ceil((i + 1) * size / out)
             c0, c1 = (j * size) // out, math.ceil((j + 1) * size / out)
-            np.testing.assert_allclose(y[:, i, j], xn[:, r0:r1, c0:c1].mean(axis=(1, 2)), rtol=1e-5)
+            # atol: a float32 mean of O(1) values carries ~1e-7 absolute error, so a mean near 0
+            # cannot meet rtol alone (measured: 1.8e-8 off a mean of 1.4e-3, case 13 -> 6).
+            np.testing.assert_allclose(
+                y[:, i, j], xn[:, r0:r1, c0:c1].mean(axis=(1, 2)), rtol=1e-5, atol=1e-7
+            )

@@ -1,13 +1,52 @@
 """Subprocess worker: trains one config per parallel mode and saves the final parameters.
 
 Run with several simulated CPU devices; it saves params and batch statistics for comparison.
+A mode is `none`, `jit` or `pmap`, optionally with a deliberate bug after a `+` that the
+comparison must catch: `+unsynced` builds the model without the BatchNorm axis name (each device
+normalises with its own rows' statistics), `+unmasked` hides the padding mask from BatchNorm.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
 
 import numpy as np
+
+
+class _IgnoresMask:
+    """A model whose BatchNorm layers never see the padding mask (the bug before issue 16)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def apply(self, *args, mask=None, **kwargs):
+        del mask
+        return self.model.apply(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _mutation(name: str):
+    """Patches the engine with the bug `name` ("" for none) while the block runs."""
+    from engine import build, steps
+
+    if name == "unsynced":
+        target, attr = build, "model_options"
+        original = build.model_options
+        patched = lambda config, spec, axis_name: original(config, spec, None)  # noqa: E731
+    elif name == "unmasked":
+        target, attr = steps, "make_train_step"
+        original = steps.make_train_step
+        patched = lambda model, *a, **k: original(_IgnoresMask(model), *a, **k)  # noqa: E731
+    else:
+        assert not name, name
+        yield
+        return
+    setattr(target, attr, patched)
+    try:
+        yield
+    finally:
+        setattr(target, attr, original)
 
 
 def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
@@ -23,15 +62,19 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
         arch=arch,
         epochs=1,
         batch_size=32,
-        test_fraction=0.8,  # a few hundred training examples: a few steps, quickly
+        # A few hundred training examples: a few steps, quickly. The training split has 323
+        # rows, so the last batch holds 3 real rows, all on the first of 4 devices.
+        test_fraction=0.8,
         progress=False,
         optimizer="momentum",
         lr=0.05,
         **options[arch],
     )
     for mode in modes:
+        parallel, _, bug = mode.partition("+")
         workdir = os.path.join(out_dir, f"{arch}-{mode}")
-        train_and_evaluate(dataclasses.replace(base, parallel=mode, workdir=workdir))
+        with _mutation(bug):
+            train_and_evaluate(dataclasses.replace(base, parallel=parallel, workdir=workdir))
         root = os.path.join(workdir, "checkpoints", "latest", "1", "state")
         state = read_state(root)
         flat = {

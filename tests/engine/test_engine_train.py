@@ -24,8 +24,9 @@ def test_default_digits_run_reports_all_splits(data_dir, tmp_path):
     results = train_and_evaluate(fast_config(data_dir, workdir, epochs=3))
     # digits has 1797 examples (scikit-learn docs); 30% held out: round(0.3 * 1797) = 539.
     assert results["test"]["count"] == 539
-    # Far above chance (0.1) after three epochs of a small MLP.
-    assert results["test"]["accuracy"] > 0.8
+    # This run reaches 0.9388 (506 of 539) on this machine; the margin of 0.02 (about ten test
+    # examples) covers float differences between CPUs, not a worse engine.
+    assert results["test"]["accuracy"] > 0.92
     lines = read_lines(workdir)
     assert len(lines) == 3
     for name in ("config.json", "curves.png", "results.json"):
@@ -62,6 +63,29 @@ def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
     a, b = _latest_params(full), _latest_params(part)
     np.testing.assert_array_equal(_flat(a), _flat(b))
     assert read_json(part, "results.json")["test"] == read_json(full, "results.json")["test"]
+
+
+def test_best_checkpoint_is_the_best_validation_epoch_and_a_tie_goes_to_the_lower_loss(
+    data_dir, tmp_path
+):
+    # wine at lr 0.05: validation accuracy reaches 1.0 at epoch 2 and stays there while the
+    # validation loss keeps moving (measured: lowest at epoch 3), so the tie rule decides.
+    workdir = str(tmp_path / "best")
+    results = train_and_evaluate(
+        fast_config(data_dir, workdir, dataset="wine", epochs=12, lr=0.05, batch_size=16)
+    )
+    records = [json.loads(line) for line in read_lines(workdir)]
+    accuracy = [r["val"]["accuracy"] for r in records]
+    loss = [r["val"]["loss"] for r in records]
+    # The README's rule: the highest validation accuracy; among equal ones, the lowest loss.
+    best = max(range(len(records)), key=lambda i: (accuracy[i], -loss[i]))
+    first_top = accuracy.index(max(accuracy))
+    # The run must exercise the rule: a tie at the top, decided by loss, not at the last epoch,
+    # so "first maximum" and "last epoch" rules would both pick another epoch.
+    assert accuracy.count(max(accuracy)) > 1 and best != first_top and best != len(records) - 1
+    assert results["best_epoch"] == records[best]["epoch"] == best + 1
+    assert results["best_val"] == records[best]["val"]
+    assert results["checkpoint_epoch"] == best + 1  # the test split used that checkpoint
 
 
 def _flat(tree):

@@ -159,7 +159,7 @@ def record_files(tmp_path_factory):
         {"train": (images, labels)},
         data_dir=str(tmp_path_factory.mktemp("tfds")),
         num_classes=5,
-        png=True,
+        encoding="png",
     )
     return builder, ArraySource(images, labels.astype(np.int32))
 
