@@ -45,3 +45,11 @@ def read_state(state_dir: str) -> dict:
     tree = checkpointer.metadata(state_dir).item_metadata.tree
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
     return checkpointer.restore(state_dir, target)
+
+
+def records_without_timings(workdir: str) -> list[dict]:
+    """metrics.jsonl records without `speed` (wall-clock timings differ between runs)."""
+    records = [json.loads(line) for line in read_lines(workdir)]
+    for r in records:
+        assert r.pop("speed")["step_ms"] > 0
+    return records

@@ -5,7 +5,7 @@ import math
 import re
 
 import pytest
-from engine_helpers import fast_config, read_json, read_lines
+from engine_helpers import fast_config, read_json, read_lines, records_without_timings
 
 from engine.train import fit
 
@@ -57,12 +57,12 @@ def test_early_stopping_resumes_like_an_uninterrupted_run(data_dir, tmp_path):
     paused = fit(fast_config(data_dir, part, stop_after_epoch=stop - 2, **cfg))
     assert paused["stopped_at"] == stop - 2
     resumed = fit(fast_config(data_dir, part, **cfg))
-    assert read_lines(part) == read_lines(full)
+    assert records_without_timings(part) == records_without_timings(full)
     assert resumed["stop_reason"] == done["stop_reason"]
     assert resumed["test"] == done["test"]
     # A stopped run stays stopped: running it again trains nothing more.
     again = fit(fast_config(data_dir, part, **cfg))
-    assert read_lines(part) == read_lines(full)
+    assert records_without_timings(part) == records_without_timings(full)
     assert again["stop_reason"] == done["stop_reason"]
 
 
@@ -117,4 +117,4 @@ def test_plateau_lowers_the_rate_and_resumes_identically(data_dir, tmp_path):
     # Paused after epoch 4 (the plateau state is in its checkpoint) and resumed: the same run.
     fit(fast_config(data_dir, part, stop_after_epoch=4, **cfg))
     fit(fast_config(data_dir, part, **cfg))
-    assert read_lines(part) == read_lines(full)
+    assert records_without_timings(part) == records_without_timings(full)

@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from engine_helpers import fast_config, read_json, read_lines, read_state
+from engine_helpers import fast_config, read_json, read_lines, read_state, records_without_timings
 
 from engine.train import train_and_evaluate
 
@@ -35,19 +35,11 @@ def test_default_digits_run_reports_all_splits(data_dir, tmp_path):
     assert results["train_step_compilations"] == 1
 
 
-def _without_timings(workdir):
-    """metrics.jsonl records without `speed` (wall-clock timings differ between runs)."""
-    records = [json.loads(line) for line in read_lines(workdir)]
-    for r in records:
-        assert r.pop("speed")["step_ms"] > 0
-    return records
-
-
 def test_same_command_twice_gives_identical_metrics(data_dir, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     train_and_evaluate(fast_config(data_dir, a, dropout=0.2))
     train_and_evaluate(fast_config(data_dir, b, dropout=0.2))
-    assert _without_timings(a) == _without_timings(b)
+    assert records_without_timings(a) == records_without_timings(b)
 
 
 def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
@@ -59,7 +51,7 @@ def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
     assert len(read_lines(part)) == 2
     # The same command again (without the stop) continues from epoch 2 to 4.
     train_and_evaluate(fast_config(data_dir, part, **cfg))
-    assert _without_timings(part) == _without_timings(full)
+    assert records_without_timings(part) == records_without_timings(full)
     a, b = _latest_params(full), _latest_params(part)
     np.testing.assert_array_equal(_flat(a), _flat(b))
     assert read_json(part, "results.json")["test"] == read_json(full, "results.json")["test"]
