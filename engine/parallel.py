@@ -124,8 +124,9 @@ class Plan:
         """Host NumPy copy of replicated values (metrics, state) without a cross-device gather."""
 
         def one(a):
-            if self.mode == "pmap":
-                return np.asarray(a.addressable_shards[0].data)[0]
+            if self.mode == "pmap":  # a placed host state is a NumPy stack (see place_state)
+                local = a.addressable_shards[0].data if isinstance(a, jax.Array) else a
+                return np.asarray(local)[0]
             if isinstance(a, jax.Array) and not a.is_fully_addressable:
                 return np.asarray(a.addressable_shards[0].data)
             return np.asarray(a)
