@@ -236,7 +236,7 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)
     try:
         config = _config_from_flags()
-        from engine.train import import_plugins
+        from engine.setup import import_plugins
 
         import_plugins(config.plugins)
         config = config_lib.validate(config)

@@ -24,7 +24,7 @@ import numpy as np
 from engine import checkpoint, loop
 from engine.config import Config, ConfigError, for_workdir, load_json
 from engine.data.source import CLASSIFICATION, DatasetInfo
-from engine.train import CONFIG_FILE, ProgramFactory, Setup, prepare
+from engine.setup import CONFIG_FILE, ProgramFactory, Setup, prepare
 
 PREDICTIONS_FILE = "predictions.csv"
 

@@ -53,7 +53,7 @@ def diagnose(records: Sequence[dict], context: dict) -> list[Finding]:
 
 
 def context(setup, layers: Sequence[str] = (), stats: dict | None = None) -> dict:
-    """The plain values the rules read, from a prepared run (`engine.train.Setup`)."""
+    """The plain values the rules read, from a prepared run (`engine.setup.Setup`)."""
     import numpy as np
 
     from engine import data, optim

@@ -133,7 +133,7 @@ class Probe(Callback):
 
 
 def build(setup, eval_zeros, model=None) -> Probe:
-    """The `Probe` of a prepared run (`engine.train.Setup`); the activation probe when supervised.
+    """The `Probe` of a prepared run (`engine.setup.Setup`); the activation probe when supervised.
 
     Args:
       setup: the prepared run.
