@@ -22,7 +22,13 @@ from engine import checkpoint, report
 
 
 class Callback:
-    """Base class: every hook does nothing. `name` keys the callback's saved state."""
+    """Base class: every hook does nothing. `name` keys the callback's saved state.
+
+    The loop sets `fit` (the running `engine.loop.Fit`) before `on_fit_start`, so every hook
+    can call `self.fit.stop(...)` or `self.fit.say(...)`.
+    """
+
+    fit = None
 
     @property
     def name(self) -> str:
@@ -30,7 +36,7 @@ class Callback:
         return type(self).__name__
 
     def on_fit_start(self, fit) -> None:
-        """Before the first step; `fit` (`engine.loop.Fit`) can be kept to call `fit.stop`."""
+        """Before the first step (`self.fit` is already set)."""
 
     def on_step(self, step: int, state: Any, totals: Any) -> None:
         """After each train step's dispatch; `step` counts steps since the run's start."""
@@ -74,10 +80,6 @@ class BestTracker(Callback):
         self.monitor, self.higher_is_better = monitor, higher_is_better
         self.best: dict = {"monitor": None, "epoch": 0, "val": None}
         self.improved = False
-        self.fit = None
-
-    def on_fit_start(self, fit):
-        self.fit = fit
 
     def on_epoch_end(self, epoch, record, state):
         value = monitored(record, self.monitor)
@@ -112,10 +114,6 @@ class Checkpointer(Callback):
 
     def __init__(self, ckpt: checkpoint.Checkpoints, tracker: BestTracker, config_json: dict):
         self.ckpt, self.tracker, self.config_json = ckpt, tracker, config_json
-        self.fit = None
-
-    def on_fit_start(self, fit):
-        self.fit = fit
 
     def on_epoch_end(self, epoch, record, state):
         if self.fit.failed:  # a diverged state is never saved: the last good one stays
@@ -166,10 +164,6 @@ class EpochPrinter(Callback):
 
     def __init__(self, tracker: BestTracker):
         self.tracker = tracker
-        self.fit = None
-
-    def on_fit_start(self, fit):
-        self.fit = fit
 
     def on_epoch_end(self, epoch, record, state):
         rate = record["train"].get("count", 0) / max(self.fit.epoch_seconds, 1e-9)
@@ -202,12 +196,11 @@ class ProgressBar(Callback):
     """
 
     def __init__(self):
-        self.fit, self.bar = None, None
+        self.bar = None
 
     def on_fit_start(self, fit):
         from tqdm import tqdm
 
-        self.fit = fit
         # A run resumed inside an epoch has that epoch's first start_step steps done.
         remaining = max(fit.epochs - fit.start_epoch, 0) * fit.steps_per_epoch - fit.start_step
         self.bar = tqdm(total=remaining, unit="step", leave=False, disable=None, file=sys.stderr)
@@ -239,10 +232,6 @@ class StopAtEpoch(Callback):
 
     def __init__(self, epoch: int):
         self.epoch = epoch
-        self.fit = None
-
-    def on_fit_start(self, fit):
-        self.fit = fit
 
     def on_epoch_end(self, epoch, record, state):
         if epoch >= self.epoch:
@@ -262,10 +251,8 @@ class EarlyStopping(Callback):
         self.monitor, self.higher_is_better = monitor, higher_is_better
         self.patience, self.min_delta = patience, min_delta
         self.best, self.best_epoch, self.wait, self.stopped_epoch = None, 0, 0, 0
-        self.fit = None
 
     def on_fit_start(self, fit):
-        self.fit = fit
         if self.stopped_epoch:  # rerun of a run that had stopped: it is complete
             fit.stop(self.reason(), finished=True)
 
@@ -315,10 +302,6 @@ class PlateauFeed(Callback):
 
     def __init__(self, feed, lr_of, monitor: str = "val_loss"):
         self.feed, self.lr_of, self.monitor = feed, lr_of, monitor
-        self.fit = None
-
-    def on_fit_start(self, fit):
-        self.fit = fit
 
     def on_epoch_end(self, epoch, record, state):
         lr = self.lr_of(state)

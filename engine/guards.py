@@ -33,13 +33,16 @@ class NanGuard(Callback):
 
     def __init__(self, on_nan: str, interval: float = 1.0):
         self.on_nan, self.interval = on_nan, interval
-        self.fit, self.message, self.last = None, None, 0.0
+        self.message, self.last = None, 0.0
 
     def on_fit_start(self, fit):
-        self.fit, self.last = fit, time.monotonic()
+        self.last = time.monotonic()
 
     def on_step(self, step, state, totals):
-        if self.on_nan != "stop" or time.monotonic() - self.last < self.interval:
+        # A program whose step does not count non-finite values (a user's own) is not watched.
+        if self.on_nan != "stop" or "nonfinite" not in totals:
+            return
+        if time.monotonic() - self.last < self.interval:
             return
         self.last = time.monotonic()
         if int(self.fit.plan.read(totals["nonfinite"])):

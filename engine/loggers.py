@@ -23,9 +23,6 @@ class Speed(Callback):
     first epoch's compilation included.
     """
 
-    def on_fit_start(self, fit):
-        self.fit = fit
-
     def on_epoch_end(self, epoch, record, state):
         seconds = max(self.fit.epoch_seconds, 1e-9)
         record["speed"] = {

@@ -99,6 +99,7 @@ def run(fit: Fit, state, abstract, train_loader, val_loader, sample: Batch):
     train_zeros = metric_zeros(program, abstract, sample, plan.axis_name)
     eval_zeros = program.eval_zeros(abstract, sample)
     for cb in fit.callbacks:
+        cb.fit = fit  # every callback can reach the fit (to stop it, print, read the plan)
         cb.on_fit_start(fit)
     per_step = [cb for cb in fit.callbacks if _overrides(cb, "on_step")]
     step = fit.start_epoch * fit.steps_per_epoch + fit.start_step

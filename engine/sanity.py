@@ -33,9 +33,6 @@ class OverfitCheck(Callback):
         self.batches = batches
         self.reached, self.last, self.fit = 0, None, None
 
-    def on_fit_start(self, fit):
-        self.fit = fit
-
     def on_epoch_end(self, epoch, record, state):
         train = record["train"]
         self.last = train

@@ -137,9 +137,6 @@ class Pruning(Callback):
     def __init__(self, trial: optuna.Trial, monitor: str):
         self.trial, self.monitor, self.fit, self.pruned = trial, monitor, None, False
 
-    def on_fit_start(self, fit):
-        self.fit = fit
-
     def on_epoch_end(self, epoch, record, state):
         value = monitored(record, self.monitor)
         self.trial.report(value if math.isfinite(value) else -math.inf, epoch)

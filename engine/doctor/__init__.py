@@ -104,11 +104,9 @@ class Doctor(Callback):
         self.workdir, self.context, self.is_main = workdir, context, is_main
         self.records: list[dict] = []
         self.said: set[str] = set()
-        self.fit = None
         self.findings: list[Finding] = []
 
     def on_fit_start(self, fit):
-        self.fit = fit
         if fit.start_epoch:
             saved = report.read_metrics(self.workdir)
             self.records = [r for r in saved if r.get("epoch", 0) <= fit.start_epoch]

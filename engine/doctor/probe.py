@@ -110,7 +110,6 @@ class Probe(Callback):
         self.fit = self.eval_step = self.probe = None
 
     def on_fit_start(self, fit):
-        self.fit = fit
         self.eval_step = fit.plan.wrap_eval(fit.program.eval_step)
         if self.activation_probe is not None and self.val_batch is not None:
             self.probe = jax.jit(self.activation_probe)

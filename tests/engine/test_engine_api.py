@@ -60,9 +60,6 @@ class _StopAt(engine.Callback):
     def __init__(self, epoch):
         self.epoch = epoch
 
-    def on_fit_start(self, fit):
-        self.fit = fit
-
     def on_epoch_end(self, epoch, record, state):
         if epoch == self.epoch:
             self.fit.stop("test stop")

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 from catalog_fixtures import prepare
-from engine_helpers import fast_config, read_lines
+from engine_helpers import fast_config, read_lines, records_without_timings
 from folder_fixtures import make_digits_folder
 
 from engine import optim, parallel, steps
@@ -346,7 +346,7 @@ def test_augmented_runs_are_deterministic(data_dir, tmp_path):
     for name in ("a", "b"):
         workdir = str(tmp_path / name)
         train_and_evaluate(fast_config(data_dir, workdir, augment="standard", epochs=2))
-        runs.append(read_lines(workdir))
+        runs.append(records_without_timings(workdir))
     assert len(runs[0]) == 2
     assert runs[0] == runs[1]
 
@@ -371,7 +371,7 @@ def test_streaming_and_in_memory_runs_are_identical(catalog_dir, offline, tmp_pa
         loaders = (run.train_loader, run.val_loader, run.test_loader)
         assert all(loader.streaming == (streaming == "stream") for loader in loaders)
         results[streaming] = train_and_evaluate(config)["test"]
-        lines[streaming] = read_lines(workdir)
+        lines[streaming] = records_without_timings(workdir)
     assert len(lines["stream"]) == 1
     assert lines["stream"] == lines["memory"]
     assert results["stream"] == results["memory"]
