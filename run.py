@@ -92,6 +92,17 @@ _HELP = {
     "statistics (those whose path and shape match; the rest, e.g. a new head, start fresh)",
     "init_params": "regex of the parameter paths --init_from loads, e.g. '^(conv|dense0)' "
     "(empty: all that match by path and shape)",
+    "teacher": "WORKDIR[:best|latest] of a trained run of the same dataset to distil from: "
+    "the loss becomes alpha*T^2*KL(teacher/T || student/T) + (1-alpha)*--loss",
+    "distill_temperature": "T, the temperature of both nets' softmax in distillation",
+    "distill_alpha": "weight of the teacher's soft targets in distillation (1-alpha: --loss)",
+    "embedding_dim": "--loss=triplet_margin: size of the L2-normalised embedding the head outputs",
+    "mining": "--loss=triplet_margin: triplets from the batch: batch_hard (hardest positive and "
+    "negative per anchor), semi_hard (FaceNet) or all",
+    "margin": "--loss=triplet_margin: the margin of max(d(a,p) - d(a,n) + margin, 0)",
+    "classes_per_batch": "--loss=triplet_margin: P classes per batch (0: as many as fill "
+    "--batch_size)",
+    "examples_per_class": "--loss=triplet_margin: K examples of each class per batch (0: 4)",
     "freeze": "regex of the parameter paths to keep fixed, e.g. '^conv' (optax set_to_zero)",
     "on_nan": "a non-finite loss, gradient or update: stop (keep the last good checkpoint, "
     "exit 3) or skip (optax.apply_if_finite drops the update; skipped steps are counted)",

@@ -12,8 +12,9 @@ import dataclasses
 import numpy as np
 
 import architectures
-from engine import data, tasks
+from engine import data, metric_learning, tasks
 from engine.config import Config, ConfigError
+from engine.data.loader import ClassBatches
 from engine.data.source import REGRESSION, ArraySource, Splits, Subset
 from engine.parallel import Plan
 from engine.programs import supervised
@@ -245,7 +246,22 @@ def build(
         notes.append(f"overfit check: training on the same {len(train_source)} examples")
     if loss_fn is not None and loss_kind is None:  # the natural kind for the dataset
         loss_kind = "values" if info.task == REGRESSION else "labels"
-    task = tasks.make(config, info, class_weights, loss_fn=loss_fn, loss_kind=loss_kind)
+    task = tasks.make(
+        config, info, class_weights, loss_fn=loss_fn, loss_kind=loss_kind, axis_name=plan.axis_name
+    )
+    train_batch, class_batches = config.batch_size, None
+    if task.kind == metric_learning.EMBEDDING:
+        p, k = metric_learning.batch_shape(
+            info.num_classes, config.batch_size, config.classes_per_batch, config.examples_per_class
+        )
+        train_batch = p * k
+        class_batches = ClassBatches(np.asarray(train_source.targets), p, k)
+        if train_batch % devices or train_batch % processes:
+            raise ConfigError(
+                f"batches of {p} classes x {k} examples ({train_batch} rows) do not divide by "
+                f"the {devices} devices; choose --classes_per_batch and --examples_per_class"
+            )
+        notes.append(f"triplet batches: {p} classes x {k} examples, mining {config.mining}")
 
     shift, scale = data.normalization(splits.train, config.normalize)
     norm = {"input_shift": shift, "input_scale": scale}
@@ -284,7 +300,7 @@ def build(
         takes_mask=supervised.takes_mask(model),
     )
 
-    def loader(source, batch_size, shuffle):
+    def loader(source, batch_size, shuffle, class_batches=None):
         streaming = config.streaming == "stream" or (
             config.streaming == "auto" and not _in_memory(source)
         )
@@ -297,11 +313,12 @@ def build(
             num_processes=processes,
             process_index=plan.process_index,
             num_workers=config.num_workers,
+            class_batches=class_batches,
         )
 
-    train_loader = loader(train_source, config.batch_size, not config.overfit_batches)
+    train_loader = loader(train_source, train_batch, not config.overfit_batches, class_batches)
     notes.append(
-        f"{len(train_loader)} steps per epoch at global batch {config.batch_size} "
+        f"{len(train_loader)} steps per epoch at global batch {train_batch} "
         f"on {devices} device(s) in {processes} process(es), parallel={plan.mode}"
     )
     return Run(

@@ -43,6 +43,8 @@ MODEL_FIELDS = (
     "classes",
     "freeze",  # frozen parameters have no optimizer state: another state tree
     "on_nan",  # skip wraps the optimizer in optax.apply_if_finite: another state tree
+    "teacher",  # the teacher's variables are part of the state
+    "embedding_dim",
 )
 # Fields whose being on or off (not their value) changes the optimizer state's tree.
 TOGGLE_FIELDS = ("clip_grad_norm", "weight_decay")
@@ -138,6 +140,15 @@ class Config:
     init_from: str = ""  # WORKDIR[:best|latest]: start from another run's parameters
     init_params: str = ""  # regex of the parameter paths to load (empty: all that fit)
     freeze: str = ""  # regex of the parameter paths kept fixed (optax set_to_zero)
+    teacher: str = ""  # WORKDIR[:best|latest] of a trained run to distil from
+    distill_temperature: float = 4.0  # T of the softened softmax of teacher and student
+    distill_alpha: float = 0.9  # weight of the soft-target term (1 - alpha: the task's loss)
+    # Metric learning (--loss=triplet_margin on a labelled dataset).
+    embedding_dim: int = 64  # the head's size: an L2-normalised embedding
+    mining: str = "batch_hard"  # triplets formed in the batch: batch_hard, semi_hard, all
+    margin: float = 0.2  # the triplet margin (FaceNet's, for unit embeddings)
+    classes_per_batch: int = 0  # P of the P x K batches; 0: as many as fill --batch_size
+    examples_per_class: int = 0  # K; 0: 4
     on_nan: str = "stop"  # a non-finite loss or update: stop the run, or skip the update
     plateau_factor: float = 0.1  # --schedule=plateau: lr x factor on each plateau
     plateau_patience: int = 5  # epochs without val_loss improvement before a reduction

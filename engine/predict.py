@@ -23,7 +23,7 @@ import numpy as np
 
 from engine import checkpoint, loop
 from engine.config import Config, ConfigError, for_workdir, load_json
-from engine.data.source import CLASSIFICATION, DatasetInfo
+from engine.data.source import DatasetInfo
 from engine.setup import CONFIG_FILE, ProgramFactory, Setup, prepare
 
 PREDICTIONS_FILE = "predictions.csv"
@@ -300,17 +300,16 @@ def write_predictions(config: Config) -> str:
     prediction = result["prediction"]
     with open(output, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        if info.task == CLASSIFICATION:
+        if "confidence" in result:  # a classifier (an embedding has none)
             classes = info.class_names or tuple(str(i) for i in range(info.num_classes))
             writer.writerow(["input", "prediction", "probability"])
             for name, p, q in zip(names, prediction, result["confidence"], strict=True):
                 writer.writerow([name, classes[int(p)], f"{float(q):.6f}"])
         else:
             values = prediction.reshape(len(names), -1)
+            head = "embedding" if "embedding" in result else "prediction"
             heads = (
-                ["prediction"]
-                if values.shape[1] == 1
-                else [f"prediction_{i}" for i in range(values.shape[1])]
+                [head] if values.shape[1] == 1 else [f"{head}_{i}" for i in range(values.shape[1])]
             )
             writer.writerow(["input", *heads])
             for name, row in zip(names, values, strict=True):

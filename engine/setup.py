@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 
 import architectures
 import losses
-from engine import optim, parallel
+from engine import metric_learning, optim, parallel
 from engine.build import Run, build
 from engine.config import Config, ConfigError, load_json, validate
 from engine.programs import Program
+from engine.programs import distill as distill_lib
 from engine.programs import supervised as supervised_lib
 
 CONFIG_FILE = "config.json"
@@ -36,6 +37,35 @@ def supervised(config: Config, run: Run, axis_name: str | None) -> Program:
         f"{config.arch}: {params:,} parameters; optimizer {config.optimizer}, "
         f"effective lr {optim.effective_lr(config):.4g}, schedule {config.schedule}",
     )
+    distill_lib.check(config.teacher, config.distill_temperature, config.distill_alpha)
+    if run.task.kind == metric_learning.EMBEDDING:
+        if config.teacher:
+            raise ConfigError("--teacher distils class outputs; --loss=triplet_margin has none")
+        return metric_learning.make(
+            model,
+            optim.make(config, len(run.train_loader)),
+            run.step_config,
+            run.task,
+            axis_name,
+            capacity=_gallery_capacity(config, run),
+            input_shape=run.input_shape,
+            norm=run.norm,
+            notes=notes,
+            lr_schedule=optim.schedule(config, len(run.train_loader)),
+            grad_accum_steps=config.grad_accum_steps,
+        )
+    distillation = frozen = None
+    if config.teacher:
+        distillation, frozen, note = distill_lib.load(
+            config.teacher,
+            temperature=config.distill_temperature,
+            alpha=config.distill_alpha,
+            dataset=config.dataset,
+            num_outputs=run.task.num_outputs,
+            augment=run.step_config.augment,
+            data_dir=config.data_dir,
+        )
+        notes = (*notes, note)
     return supervised_lib.make(
         model,
         optim.make(config, len(run.train_loader)),
@@ -47,7 +77,23 @@ def supervised(config: Config, run: Run, axis_name: str | None) -> Program:
         notes=notes,
         lr_schedule=optim.schedule(config, len(run.train_loader)),
         grad_accum_steps=config.grad_accum_steps,
+        distill=distillation,
+        frozen=frozen,
     )
+
+
+def _gallery_capacity(config: Config, run: Run) -> int:
+    """Rows of the metric-learning evaluation buffer, padded to whole global batches.
+
+    The largest split evaluated each epoch or at the end: validation, test, the doctor's subset
+    of the training split.
+    """
+    from engine.doctor.probe import MIN_TRAIN_SUBSET
+
+    batch = config.eval_batch_size or config.batch_size
+    val, train = len(run.splits.val), len(run.splits.train)
+    largest = max(val, len(run.splits.test), min(train, max(val, MIN_TRAIN_SUBSET)))
+    return -(-largest // batch) * batch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,9 @@ class TrainState:
       norm: normalisation constants computed on the training split (`input_shift`,
         `input_scale`, and for regression `target_shift`, `target_scale`); kept in the state so
         every checkpoint evaluates with exactly the numbers it was trained with.
+      frozen: variables a step reads but never updates and the optimizer never sees (a
+        distillation teacher's `params`, `batch_stats` and `norm`); empty for most runs. They
+        live in the state so that they are placed, sharded and checkpointed with it.
     """
 
     step: jax.Array
@@ -34,6 +37,7 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     norm: dict
+    frozen: Any = flax.struct.field(default_factory=dict)
 
 
 def create(
@@ -43,6 +47,7 @@ def create(
     rng: jax.Array,
     sample_input: np.ndarray,
     norm: dict[str, np.ndarray],
+    frozen: Any = None,
 ) -> TrainState:
     """Initialises parameters and optimizer state for `model` from the key `rng`.
 
@@ -53,6 +58,7 @@ def create(
         dropout/augmentation another.
       sample_input: an input batch `(B, ...)` of the shape the model sees (after resizing).
       norm: normalisation constants, each a float32 array.
+      frozen: variables kept fixed beside the model (`TrainState.frozen`), or None.
 
     Returns:
       A TrainState on the default device.
@@ -67,6 +73,7 @@ def create(
         opt_state=jax.jit(tx.init)(params),
         rng=rng,
         norm={k: jnp.asarray(v, jnp.float32) for k, v in norm.items()},
+        frozen={} if frozen is None else frozen,
     )
 
 

@@ -102,9 +102,16 @@ def _psum(tree, axis_name):
     return jax.lax.psum(tree, axis_name)
 
 
-def preprocess(state: TrainState, inputs: jax.Array, cfg: StepConfig, rng=None) -> jax.Array:
-    """Normalises with training statistics, resizes images and (with `rng`) augments, on device."""
-    x = (inputs.astype(jnp.float32) - state.norm["input_shift"]) / state.norm["input_scale"]
+def preprocess(norm: dict, inputs: jax.Array, cfg: StepConfig, rng=None) -> jax.Array:
+    """Normalises with training statistics, resizes images and (with `rng`) augments, on device.
+
+    Args:
+      norm: the state's normalisation constants (`input_shift`, `input_scale`).
+      inputs: raw inputs (B, ...).
+      cfg: the step's options (image size, augmentation).
+      rng: the augmentation key; None in evaluation.
+    """
+    x = (inputs.astype(jnp.float32) - norm["input_shift"]) / norm["input_scale"]
     if cfg.image_size and x.ndim == 4 and x.shape[1:3] != (cfg.image_size, cfg.image_size):
         shape = (x.shape[0], cfg.image_size, cfg.image_size, x.shape[3])
         x = jax.image.resize(x, shape, method="bilinear")
@@ -156,6 +163,7 @@ def make_train_step(
     *,
     lr_schedule: Callable | None = None,
     grad_accum_steps: int = 1,
+    distill=None,
 ):
     """Returns the pure `train_step(state, batch) -> (state, metric sums)`.
 
@@ -170,6 +178,9 @@ def make_train_step(
       axis_name: the pmap axis to sum over, or None when arrays are global (jit).
       lr_schedule: the optax schedule of the chain (a function of the update count).
       grad_accum_steps: micro-steps per update (the schedule counts updates).
+      distill: an `engine.programs.distill.Distillation`, or None: its frozen teacher sees
+        the same (augmented) batch inside this step, and its soft targets are mixed into the
+        per-example loss (`Distillation.mix`); the reported loss stays the task's.
     """
     mutable = (["batch_stats"] if cfg.has_batchnorm else []) + ["aux_outputs"]
 
@@ -179,11 +190,13 @@ def make_train_step(
             # One replicated key would give every device the same dropout mask.
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         aug_rng, dropout_rng = jax.random.split(rng)
-        x = preprocess(state, batch["inputs"], cfg, aug_rng)
+        x = preprocess(state.norm, batch["inputs"], cfg, aug_rng)
         targets, mask = batch["targets"], batch["mask"]
 
         # The padding rows of a partial batch stay out of BatchNorm's statistics too.
         bn_mask = {"mask": mask} if cfg.has_batchnorm and cfg.takes_mask else {}
+        if distill is not None:
+            soft = jax.lax.stop_gradient(distill.outputs(state.frozen, batch["inputs"], aug_rng))
 
         def loss_fn(params):
             outputs, updates = model.apply(
@@ -196,6 +209,8 @@ def make_train_step(
             )
             values, weights = task.loss(outputs, targets, mask, state.norm)
             total = _psum(jnp.sum(weights), axis_name)
+            if distill is not None:
+                values = distill.mix(values, weights, outputs, soft)
             loss = jnp.sum(values) / total
             for (aux,) in updates.get("aux_outputs", {}).values():
                 aux_values, _ = task.loss(aux, targets, mask, state.norm)
@@ -268,7 +283,7 @@ def eval_metrics(model, task: Task, cfg: StepConfig):
 
 def outputs(model, cfg: StepConfig, state: TrainState, inputs: jax.Array) -> jax.Array:
     """The model's evaluation-mode outputs on raw `inputs` (normalised and resized here)."""
-    x = preprocess(state, inputs, cfg)
+    x = preprocess(state.norm, inputs, cfg)
     return model.apply(_variables(state, state.params, cfg), x, train=False)
 
 

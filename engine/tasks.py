@@ -10,7 +10,8 @@ refused before training with a one-line reason:
   which are standardised with training statistics (metrics are reported in the original units).
   On a classification dataset they compare softmax probabilities with one-hot targets, so
   `--loss=huber` on digits trains a classifier and reports accuracy.
-* triplet_margin needs (anchor, positive, negative) triples, which no plain dataset gives.
+* triplet_margin on a classification dataset learns an embedding, its triplets mined in
+  class-balanced batches (`engine.metric_learning`).
 
 Metrics are sums (and counts) over the unmasked examples of a batch, so padded, sharded and
 multi-host batches add up exactly; `summarize` turns the accumulated sums into means on the host.
@@ -64,6 +65,7 @@ def make(
     *,
     loss_fn: Callable | None = None,
     loss_kind: str | None = None,
+    axis_name: str | None = None,
 ) -> Task:
     """Builds the task adapter, or raises ConfigError saying why the pair makes no sense.
 
@@ -73,6 +75,8 @@ def make(
       class_weights: per-class loss weights (C,), or None.
       loss_fn: a user loss `fn(predictions, targets, *, reduction, where)` used instead of the
         registry's `config.loss`; `loss_kind` says what targets it takes (`losses.KINDS`).
+      axis_name: the pmap axis, for a task whose loss looks across the batch (triplets mined
+        over the global batch), or None.
     """
     name = config.loss
     if loss_fn is None and name not in losses.BUILTIN:
@@ -80,10 +84,20 @@ def make(
     if loss_fn is not None:
         return _user(config, info, class_weights, loss_fn, loss_kind)
     if name == "triplet_margin":
-        raise ConfigError(
-            "--loss=triplet_margin trains embeddings from (anchor, positive, negative) triples, "
-            f"which --dataset={info.name} does not provide; pick a classification or "
-            "regression loss"
+        if info.task != CLASSIFICATION:
+            raise ConfigError(
+                "--loss=triplet_margin learns an embedding from class labels (triplets mined "
+                f"in the batch); --dataset={info.name} has none: pick a regression loss"
+            )
+        if config.class_weights != "none" or config.balance != "none":
+            raise ConfigError(
+                "--loss=triplet_margin draws class-balanced batches itself; drop "
+                "--class_weights and --balance"
+            )
+        from engine import metric_learning
+
+        return metric_learning.task(
+            config.embedding_dim, mining=config.mining, margin=config.margin, axis_name=axis_name
         )
     if info.task == REGRESSION:
         if name not in REGRESSION_LOSSES:

@@ -217,7 +217,10 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervis
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
     doctor = ()
     if config.doctor:
-        model = run.model if supervised_ else None
+        # Dead units and the share of the top class describe a classifier's head, not an
+        # embedding's.
+        classifier = supervised_ and "accuracy" in program_.higher_is_better
+        model = run.model if classifier else None
         doctor = doctor_callbacks(setup, abstract, supervised_model=model)
     ckpt, found = default_callbacks(setup, tracker, callbacks, doctor)
     try:
@@ -315,7 +318,8 @@ def test(setup: Setup, ckpt: checkpoint.Checkpoints, abstract, which: str | None
             flush=True,
         )
     results = {"test": test_m, "checkpoint_epoch": meta["epoch"], "workdir": setup.workdir}
-    classifier = run.splits.info.task == CLASSIFICATION and program_.infer is not None
+    classifier = run.splits.info.task == CLASSIFICATION and "accuracy" in program_.higher_is_better
+    classifier = classifier and program_.infer is not None
     if classifier and plan.num_processes == 1:  # one process holds every test row
         from engine import classes
 

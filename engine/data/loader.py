@@ -53,6 +53,43 @@ def _close_open_streams() -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClassBatches:
+    """Batches of P classes x K examples each (FaceNet; "PK batches" of Hermans et al. 2017).
+
+    A metric-learning loss mines its triplets inside the batch, so every batch must hold
+    several examples of each of several classes; a uniform shuffle of 10 digit classes in 64
+    rows does too, but not 1,000 classes. Each batch draws P distinct classes, then the next K
+    rows of each class's own shuffled queue (refilled with a new permutation when it runs out,
+    so a class with fewer than K rows repeats rows within a batch). An epoch is N // (P K)
+    such batches: about one pass over the data, every batch full.
+
+    Attributes:
+      labels: (N,) the split's class of each row.
+      classes_per_batch: P.
+      examples_per_class: K.
+    """
+
+    labels: np.ndarray = dataclasses.field(compare=False)
+    classes_per_batch: int
+    examples_per_class: int
+
+    def order(self, rng: np.random.Generator, steps: int) -> np.ndarray:
+        """`steps` batches of rows, concatenated: (steps * P * K,) int64."""
+        classes = np.unique(self.labels)
+        pools = [np.flatnonzero(self.labels == c) for c in classes]
+        queues = [rng.permutation(pool) for pool in pools]
+        k = self.examples_per_class
+        rows = []
+        for _ in range(steps):
+            for c in rng.choice(len(classes), self.classes_per_batch, replace=False):
+                while len(queues[c]) < k:
+                    queues[c] = np.concatenate([queues[c], rng.permutation(pools[c])])
+                rows.append(queues[c][:k])
+                queues[c] = queues[c][k:]
+        return np.concatenate(rows).astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """Which rows each process reads at each step: a pure function of (seed, epoch, step)."""
 
@@ -62,6 +99,7 @@ class Plan:
     process_index: int
     shuffle: bool
     seed: int
+    class_batches: ClassBatches | None = None  # training batches of P classes x K rows
 
     @property
     def local_batch_size(self) -> int:
@@ -70,14 +108,19 @@ class Plan:
 
     @property
     def steps(self) -> int:
-        """Batches per epoch, ceil(N / batch_size)."""
+        """Batches per epoch, ceil(N / batch_size) (N // batch_size with class batches)."""
+        if self.class_batches is not None:
+            return max(1, self.num_examples // self.batch_size)
         return -(-self.num_examples // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
         """The epoch's visiting order of all rows, `(num_examples,)` int64."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.class_batches is not None:
+            return self.class_batches.order(rng, self.steps)
         if not self.shuffle:
             return np.arange(self.num_examples)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+        return rng.permutation(self.num_examples)
 
     def local_indices(self, order: np.ndarray, step: int) -> np.ndarray:
         """This process's rows of global batch `step`, `(local_batch_size,)`, -1 = padding."""
@@ -150,6 +193,7 @@ class Loader:
         process_index: int = 0,
         num_workers: int = 2,
         prefetch: int = 2,
+        class_batches: ClassBatches | None = None,
     ):
         n = len(source)
         if n == 0:
@@ -170,7 +214,16 @@ class Loader:
                 f"need num_workers >= 0 and prefetch >= 1, got {num_workers} and {prefetch}"
             )
         self.source = source
-        self.plan = Plan(n, batch_size, num_processes, process_index, shuffle, seed)
+        if class_batches is not None:
+            pk = class_batches.classes_per_batch * class_batches.examples_per_class
+            if pk != batch_size:
+                raise ValueError(f"P x K = {pk} rows must equal the batch size {batch_size}")
+            if class_batches.classes_per_batch > len(np.unique(class_batches.labels)):
+                raise ValueError(
+                    f"{class_batches.classes_per_batch} classes per batch, but the split has "
+                    f"{len(np.unique(class_batches.labels))}"
+                )
+        self.plan = Plan(n, batch_size, num_processes, process_index, shuffle, seed, class_batches)
         self.streaming = streaming
         self.num_workers = num_workers
         self.prefetch = prefetch
@@ -275,6 +328,7 @@ def make_loader(
     process_index: int = 0,
     num_workers: int = 2,
     prefetch: int = 2,
+    class_batches: ClassBatches | None = None,
 ) -> Loader:
     """A loader of `source` for one process (see `Loader` and the module docstring).
 
@@ -288,6 +342,8 @@ def make_loader(
       process_index: this process's position among them.
       num_workers: grain worker processes (streaming only; 0 reads in this process).
       prefetch: batches buffered per worker (streaming only).
+      class_batches: draw each batch as P classes x K rows (`ClassBatches`) instead of a
+        shuffle; P x K must be `batch_size`.
 
     >>> from engine.data.source import ArraySource
     >>> src = ArraySource(np.arange(5.0)[:, None], np.arange(5, dtype=np.int32))
@@ -305,4 +361,5 @@ def make_loader(
         process_index=process_index,
         num_workers=num_workers,
         prefetch=prefetch,
+        class_batches=class_batches,
     )

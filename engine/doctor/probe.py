@@ -74,7 +74,7 @@ def make_activation_probe(model, step_config, num_outputs: int):
     from engine import steps
 
     def probe(state, inputs, mask):
-        x = steps.preprocess(state, inputs, step_config)
+        x = steps.preprocess(state.norm, inputs, step_config)
         variables = {"params": state.params}
         if step_config.has_batchnorm:
             variables["batch_stats"] = state.batch_stats

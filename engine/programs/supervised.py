@@ -55,6 +55,8 @@ def make(
     notes: tuple[str, ...] = (),
     lr_schedule=None,
     grad_accum_steps: int = 1,
+    distill=None,
+    frozen=None,
 ) -> Program:
     """Builds the supervised program.
 
@@ -71,6 +73,8 @@ def make(
         learning rate and per-layer gradient norms (`steps.optimizer_sums`), summarized
         under "optim".
       grad_accum_steps: micro-steps per optimizer update (the schedule counts updates).
+      distill: an `engine.programs.distill.Distillation` whose teacher's variables are
+        `frozen` (kept in the state, outside the optimizer), or None.
     """
     metrics = steps.eval_metrics(model, task, cfg)
     eval_step, eval_zeros = summing_eval(metrics, axis_name)
@@ -78,7 +82,7 @@ def make(
 
     def init(rng, batch):
         del batch  # the model is initialised at its own input shape (after resizing)
-        return state_lib.create(model, tx, rng=rng, sample_input=sample, norm=norm)
+        return state_lib.create(model, tx, rng=rng, sample_input=sample, norm=norm, frozen=frozen)
 
     def infer(state, inputs):
         out = steps.outputs(model, cfg, state, inputs).astype(jnp.float32)
@@ -113,6 +117,7 @@ def make(
             axis_name,
             lr_schedule=lr_schedule,
             grad_accum_steps=grad_accum_steps,
+            distill=distill,
         ),
         eval_step=eval_step,
         eval_zeros=eval_zeros,

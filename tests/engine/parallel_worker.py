@@ -57,9 +57,30 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
     from engine.train import train_and_evaluate
 
     options = {"mlp": dict(hidden_sizes=(32,), dropout=0.0), "resnet": dict(depth=18, width=0.25)}
+    # BatchNorm's cross-device statistics and padding mask, at an MLP's compile time.
+    options["mlp-bn"] = dict(options["mlp"], arch="mlp", batchnorm="on")
+    # An MLP embedding, its triplets mined over the global batch (all-gathered under pmap).
+    options["triplet"] = dict(options["mlp"], arch="mlp", loss="triplet_margin")
+    if arch == "distill":
+        # An MLP student of a small ResNet teacher (frozen BatchNorm statistics in the step),
+        # the teacher trained once on one device.
+        teacher = os.path.join(out_dir, "teacher")
+        options["distill"] = dict(options["mlp"], arch="mlp", teacher=teacher)
+        train_and_evaluate(
+            Config(
+                data_dir=data_dir,
+                workdir=teacher,
+                arch="resnet",
+                epochs=1,
+                test_fraction=0.8,
+                progress=False,
+                parallel="none",
+                **options["resnet"],
+            )
+        )
     base = Config(
         data_dir=data_dir,
-        arch=arch,
+        arch=options[arch].get("arch", arch),
         epochs=1,
         batch_size=32,
         # A few hundred training examples: a few steps, quickly. The training split has 323
@@ -68,7 +89,7 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
         progress=False,
         optimizer="momentum",
         lr=0.05,
-        **options[arch],
+        **{k: v for k, v in options[arch].items() if k != "arch"},
     )
     for mode in modes:
         parallel, _, bug = mode.partition("+")

@@ -23,7 +23,15 @@ def tiny_folder(tmp_path_factory):
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "huber"])
-@pytest.mark.parametrize("arch", architectures.names())
+# GoogLeNet compiles for ~4 minutes per case here: slow (its training is checked by default in
+# tests/architectures/test_arch_behaviour.py).
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n == "googlenet" else n
+        for n in architectures.names()
+    ],
+)
 def test_every_architecture_trains_with_each_kind_of_loss(
     arch, loss, tiny_folder, data_dir, tmp_path
 ):

@@ -29,10 +29,10 @@ def _config(data_dir, workdir):
     )
 
 
-def _start_and_signal(workdir, data_dir, signums):
+def _start_and_signal(workdir, data_dir, signums, extra=()):
     """Starts the run, sends `signums` once it has saved inside an epoch; returns the result."""
     proc = subprocess.Popen(
-        kill_resume.command(workdir, data_dir),
+        kill_resume.command(workdir, data_dir, extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -59,6 +59,19 @@ def test_sigterm_mid_epoch_exits_143_and_the_rerun_is_bit_identical(data_dir, tm
     engine.fit(_config(data_dir, killed))  # the rerun: continues the epoch where it stopped
     engine.fit(_config(data_dir, reference))
     assert kill_resume.differences(reference, killed) == []
+
+
+def test_a_distilled_run_resumes_bit_identically_after_sigterm(data_dir, tmp_path):
+    """The distillation program (a frozen teacher in the state) resumes like the supervised one."""
+    teacher = str(tmp_path / "teacher")
+    engine.fit(fast_config(data_dir, teacher, epochs=1))
+    reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
+    code, _, err = _start_and_signal(killed, data_dir, [signal.SIGTERM], (f"--teacher={teacher}",))
+    assert code == 143, err
+    engine.fit(dataclasses.replace(_config(data_dir, killed), teacher=teacher))
+    engine.fit(dataclasses.replace(_config(data_dir, reference), teacher=teacher))
+    assert kill_resume.differences(reference, killed) == []
+    assert "frozen" in str(kill_resume.final_state(killed).keys())
 
 
 # A step that never ends: only a second Ctrl-C can stop the process (a first one waits for the

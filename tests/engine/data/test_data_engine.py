@@ -310,9 +310,9 @@ def test_augmentation_changes_training_inputs_never_evaluation(data_dir, tmp_pat
     )
     batch = next(run.train_loader.epoch(0))
 
-    prep = jax.jit(lambda s, x, k: steps.preprocess(s, x, cfg, k))
-    prep_eval = jax.jit(lambda s, x: steps.preprocess(s, x, cfg))
-    prep_plain = jax.jit(lambda s, x: steps.preprocess(s, x, plain_cfg))
+    prep = jax.jit(lambda s, x, k: steps.preprocess(s.norm, x, cfg, k))
+    prep_eval = jax.jit(lambda s, x: steps.preprocess(s.norm, x, cfg))
+    prep_plain = jax.jit(lambda s, x: steps.preprocess(s.norm, x, plain_cfg))
     k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
     evaluated = np.asarray(prep_eval(state, batch["inputs"]))
     # Without a key (evaluation) the configured augmentation is not applied at all.
