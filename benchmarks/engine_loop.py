@@ -58,7 +58,7 @@ def engine_epoch_fn(
     box = {"state": plan.place_state(host), "epoch": 0}
 
     def epoch() -> dict:
-        box["state"], sums = loop.train_epoch(
+        box["state"], sums, _ = loop.train_epoch(
             step, box["state"], loader.epoch(box["epoch"]), plan, zeros
         )
         box["epoch"] += 1

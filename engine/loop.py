@@ -40,6 +40,10 @@ class Fit:
       failed: whether the stop is a failure (a diverged run): nothing more is saved.
       exit_code: the process exit status the stop asks for (0: none; 143 after SIGTERM).
       train_compilations: how often the train step was compiled (1 when nothing recompiled).
+      partial: when a stop came inside an epoch, that epoch's record so far
+        (`{"epoch", "step", "train"}`: the run's step count at the stop and the summarized
+        sums of the epoch's steps, the stopping one included), for `on_fit_end` (the doctor
+        reads a diverged run's first bad step there); None after a whole epoch.
     """
 
     program: Program
@@ -57,6 +61,7 @@ class Fit:
     failed: bool = False
     exit_code: int = 0
     train_compilations: int | None = None
+    partial: dict | None = None
 
     def stop(
         self, reason: str, *, finished: bool = False, failed: bool = False, exit_code: int = 0
@@ -114,7 +119,7 @@ def run(fit: Fit, state, abstract, train_loader, val_loader, sample: Batch):
     epoch, skip, zeros = fit.start_epoch, fit.start_step, fit.start_totals
     while epoch < fit.epochs and fit.stop_reason is None:
         start = time.perf_counter()
-        state, sums = train_epoch(
+        state, sums, done = train_epoch(
             train_step,
             state,
             train_loader.epoch(epoch, skip),  # a mid-epoch resume continues its epoch
@@ -123,7 +128,8 @@ def run(fit: Fit, state, abstract, train_loader, val_loader, sample: Batch):
             after_step=after_step if per_step else None,  # none: nothing runs between steps
         )
         skip, zeros = 0, None
-        if sums is None:  # stopped inside an epoch: it does not count
+        if not done:  # stopped inside an epoch: it does not count, but it can be read
+            fit.partial = {"epoch": epoch + 1, "step": step, "train": program.summarize(sums)}
             break
         fit.epoch_seconds = time.perf_counter() - start
         epoch += 1
@@ -153,16 +159,17 @@ def train_epoch(train_step, state, batches, plan: Plan, zeros, *, after_step=Non
       after_step: optional `(state, totals) -> stop?` called after each dispatch.
 
     Returns:
-      `(state, host sums)`, with sums None when `after_step` stopped the epoch early. The
-      sums stay on the devices until the end: one read-back an epoch.
+      `(state, host sums, complete)`: `complete` is False when `after_step` stopped the
+      epoch early (the sums then cover its steps so far). The sums stay on the devices until
+      the end: one read-back an epoch.
     """
     totals = plan.place_state(zeros)
     for batch in batches:
         state, totals = train_step(state, plan.place_batch(batch), totals)
         bound_in_flight(plan, totals)
         if after_step is not None and after_step(state, totals):
-            return state, None
-    return state, plan.read(totals)
+            return state, plan.read(totals), False
+    return state, plan.read(totals), True
 
 
 def evaluate(eval_step, state, loader, plan: Plan, zeros) -> dict:

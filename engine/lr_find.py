@@ -74,10 +74,10 @@ def find_lr(config: Config, **fit_kwargs) -> dict:
     epoch = 0
     while len(losses) < STEPS:
         previous["sums"] = zeros
-        state, sums = loop.train_epoch(
+        state, _, complete = loop.train_epoch(
             train_step, state, run.train_loader.epoch(epoch), plan, zeros, after_step=after_step
         )
-        if sums is None:  # after_step ended it
+        if not complete:  # after_step ended it
             break
         epoch += 1
     finite = [s if math.isfinite(s) else np.nan for s in smoothed]

@@ -221,7 +221,10 @@ def summarize(sums: dict) -> dict:
     if "gallery" in sums:
         g = sums["gallery"]
         if int(g["overflow"]):
-            raise ValueError("the evaluated split is larger than the embedding buffer")
+            raise ValueError(
+                "the evaluated split is larger than the embedding buffer (sized for the "
+                "validation and test splits); evaluate retrieval on val or test"
+            )
         keep = g["valid"].astype(bool)
         out.update(retrieval(g["emb"][keep], g["labels"][keep]))
     return out

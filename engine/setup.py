@@ -38,21 +38,21 @@ def supervised(config: Config, run: Run, axis_name: str | None) -> Program:
         f"effective lr {optim.effective_lr(config):.4g}, schedule {config.schedule}",
     )
     distill_lib.check(config.teacher, config.distill_temperature, config.distill_alpha)
+    steps = len(run.train_loader)
+    tx = optim.make(config, steps)
+    common = dict(
+        input_shape=run.input_shape,
+        lr_schedule=optim.schedule(config, steps),
+        grad_accum_steps=config.grad_accum_steps,
+        norm=run.norm,
+    )
     if run.task.kind == metric_learning.EMBEDDING:
         if config.teacher:
             raise ConfigError("--teacher distils class outputs; --loss=triplet_margin has none")
+        capacity = _gallery_capacity(config, run)
+        cfg = run.step_config
         return metric_learning.make(
-            model,
-            optim.make(config, len(run.train_loader)),
-            run.step_config,
-            run.task,
-            axis_name,
-            capacity=_gallery_capacity(config, run),
-            input_shape=run.input_shape,
-            norm=run.norm,
-            notes=notes,
-            lr_schedule=optim.schedule(config, len(run.train_loader)),
-            grad_accum_steps=config.grad_accum_steps,
+            model, tx, cfg, run.task, axis_name, capacity=capacity, notes=notes, **common
         )
     distillation = frozen = None
     if config.teacher:
@@ -68,17 +68,14 @@ def supervised(config: Config, run: Run, axis_name: str | None) -> Program:
         notes = (*notes, note)
     return supervised_lib.make(
         model,
-        optim.make(config, len(run.train_loader)),
+        tx,
         run.task,
         run.step_config,
         axis_name,
-        input_shape=run.input_shape,
-        norm=run.norm,
         notes=notes,
-        lr_schedule=optim.schedule(config, len(run.train_loader)),
-        grad_accum_steps=config.grad_accum_steps,
         distill=distillation,
         frozen=frozen,
+        **common,
     )
 
 

@@ -112,6 +112,9 @@ class Doctor(Callback):
             self.records = [r for r in saved if r.get("epoch", 0) <= fit.start_epoch]
 
     def on_epoch_end(self, epoch, record, state):
+        self._diagnose(record)
+
+    def _diagnose(self, record: dict) -> None:
         # The record is logged as strict JSON; diagnose what will be read back post hoc.
         self.records.append(json.loads(report.dumps(record)))
         self.findings = diagnose(self.records, self.context)
@@ -120,6 +123,10 @@ class Doctor(Callback):
         self.fit.say(*(f.line() for f in new))
 
     def on_fit_end(self, fit, state):
+        if fit.failed and fit.partial is not None:
+            # A run the NaN guard stopped inside an epoch: its steps so far hold the first
+            # non-finite step, which no epoch record will (the epoch never ends).
+            self._diagnose({**fit.partial, "val": {}})
         if self.is_main and self.records:
             write(self.workdir, self.context, self.findings)
         if self.findings:

@@ -62,20 +62,19 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
     # An MLP embedding, its triplets mined over the global batch (all-gathered under pmap).
     options["triplet"] = dict(options["mlp"], arch="mlp", loss="triplet_margin")
     if arch == "distill":
-        # An MLP student of a small ResNet teacher (frozen BatchNorm statistics in the step),
-        # the teacher trained once on one device.
+        # An MLP student of an MLP teacher with BatchNorm (frozen statistics in the step), the
+        # teacher trained once on one device.
         teacher = os.path.join(out_dir, "teacher")
         options["distill"] = dict(options["mlp"], arch="mlp", teacher=teacher)
         train_and_evaluate(
             Config(
                 data_dir=data_dir,
                 workdir=teacher,
-                arch="resnet",
                 epochs=1,
                 test_fraction=0.8,
                 progress=False,
                 parallel="none",
-                **options["resnet"],
+                **options["mlp-bn"],
             )
         )
     base = Config(

@@ -15,6 +15,7 @@ import pytest
 from engine_helpers import fast_config, read_json
 
 from engine.doctor import post_hoc
+from engine.guards import Diverged
 from engine.train import fit
 
 
@@ -108,24 +109,22 @@ def test_chance_one_class_on_a_9_to_1_subset(data_dir, tmp_path):
     assert "--balance=oversample" in findings["chance"]["remedy"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Exception,
-    reason="known gap since merging issue 10: the NaN guard now stops the run at the bad step, "
-    "before any epoch end, so the doctor never sees it; the doctor must report on stopped runs",
+NON_FINITE = dict(
+    optimizer="momentum",
+    lr=1000.0,
+    schedule="constant",
+    activation="leaky_relu",
+    hidden_sizes=(64, 64),
+    epochs=2,
 )
+
+
 def test_non_finite_names_the_first_step(data_dir, tmp_path, capsys):
-    # Momentum SGD at lr 1000 with leaky ReLUs: gradients overflowed at step 4.
-    findings = _doctor(
-        data_dir,
-        tmp_path / "w",
-        optimizer="momentum",
-        lr=1000.0,
-        schedule="constant",
-        activation="leaky_relu",
-        hidden_sizes=(64, 64),
-        epochs=2,
-    )
+    # Momentum SGD at lr 1000 with leaky ReLUs: gradients overflowed at step 4, and the NaN
+    # guard stopped the run there, inside epoch 1: the doctor still reports it.
+    with pytest.raises(Diverged):
+        fit(fast_config(data_dir, str(tmp_path / "w"), **NON_FINITE))
+    findings = {f["rule"]: f for f in read_json(str(tmp_path / "w"), "doctor.json")["findings"]}
     assert set(findings) == {"non_finite"}
     assert "from step 4 (epoch 1)" in findings["non_finite"]["saw"]
     assert "lr 1000.0" in findings["non_finite"]["cause"]

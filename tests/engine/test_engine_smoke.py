@@ -22,16 +22,22 @@ def tiny_folder(tmp_path_factory):
     return f"folder:{root}"
 
 
-@pytest.mark.parametrize("loss", ["cross_entropy", "huber"])
-# GoogLeNet compiles for ~4 minutes per case here: slow (its training is checked by default in
-# tests/architectures/test_arch_behaviour.py).
-@pytest.mark.parametrize(
-    "arch",
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n == "googlenet" else n
-        for n in architectures.names()
-    ],
-)
+# Compile time dominates: GoogLeNet's ~4 minutes per case here, the other conv nets' 10-60 s.
+# By default every net runs with cross-entropy and the small ones with huber too; the rest are
+# slow (GoogLeNet's training is checked by default in tests/architectures/test_arch_behaviour).
+SLOW = {("googlenet", "cross_entropy")} | {
+    (n, "huber") for n in architectures.names() if n not in ("mlp", "lenet")
+}
+
+
+def _cases():
+    for loss in ("cross_entropy", "huber"):
+        for n in architectures.names():
+            marks = pytest.mark.slow if (n, loss) in SLOW else ()
+            yield pytest.param(n, loss, marks=marks, id=f"{n}-{loss}")
+
+
+@pytest.mark.parametrize(("arch", "loss"), _cases())
 def test_every_architecture_trains_with_each_kind_of_loss(
     arch, loss, tiny_folder, data_dir, tmp_path
 ):
