@@ -36,14 +36,14 @@ def _readme() -> str:
 
 
 def _table_rows(text: str, header_start: str) -> list[list[str]]:
-    """Cells of the Markdown table whose header row starts with `header_start`."""
+    """Cells of every Markdown table whose header row starts with `header_start`, in order."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
     rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    for start in (i for i, line in enumerate(lines) if line.startswith(header_start)):
+        for line in lines[start + 2 :]:
+            if not line.startswith("|"):
+                break
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
     return rows
 
 

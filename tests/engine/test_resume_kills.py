@@ -61,6 +61,7 @@ def test_sigterm_mid_epoch_exits_143_and_the_rerun_is_bit_identical(data_dir, tm
     assert kill_resume.differences(reference, killed) == []
 
 
+@pytest.mark.slow  # the supervised case above covers the mechanism by default
 def test_a_distilled_run_resumes_bit_identically_after_sigterm(data_dir, tmp_path):
     """The distillation program (a frozen teacher in the state) resumes like the supervised one."""
     teacher = str(tmp_path / "teacher")
