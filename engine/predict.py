@@ -88,7 +88,12 @@ class Predictor:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Class ids (N,) for classification, values (N, d) in the target's units otherwise."""
+        """What the model predicts for raw `inputs`.
+
+        Returns:
+          Class ids (N,) for classification, values (N, d) in the target's units for
+          regression, unit embeddings (N, embedding_dim) for a `--loss=triplet_margin` run.
+        """
         return self.infer(inputs)["prediction"]
 
     def outputs(self, inputs: np.ndarray) -> np.ndarray:
