@@ -8,6 +8,7 @@ returns the model, task, loaders and normalisation constants. Nothing here write
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -149,6 +150,19 @@ def _has_batchnorm(model, input_shape: tuple[int, ...]) -> bool:
     return "batch_stats" in shapes
 
 
+def _class_batches(config: Config, info, train_source, divisor: int) -> ClassBatches:
+    """The P x K training batches of a metric-learning run (their rows divide by `divisor`)."""
+    p, k = metric_learning.batch_shape(
+        info.num_classes, config.batch_size, config.classes_per_batch, config.examples_per_class
+    )
+    if (p * k) % divisor:
+        raise ConfigError(
+            f"batches of {p} classes x {k} examples ({p * k} rows) do not divide by the "
+            f"{divisor} devices; choose --classes_per_batch and --examples_per_class"
+        )
+    return ClassBatches(np.asarray(train_source.targets), p, k)
+
+
 def build(
     config: Config,
     plan: Plan,
@@ -251,17 +265,12 @@ def build(
     )
     train_batch, class_batches = config.batch_size, None
     if task.kind == metric_learning.EMBEDDING:
-        p, k = metric_learning.batch_shape(
-            info.num_classes, config.batch_size, config.classes_per_batch, config.examples_per_class
+        class_batches = _class_batches(config, info, train_source, math.lcm(devices, processes))
+        train_batch = class_batches.classes_per_batch * class_batches.examples_per_class
+        notes.append(
+            f"triplet batches: {class_batches.classes_per_batch} classes x "
+            f"{class_batches.examples_per_class} examples, mining {config.mining}"
         )
-        train_batch = p * k
-        class_batches = ClassBatches(np.asarray(train_source.targets), p, k)
-        if train_batch % devices or train_batch % processes:
-            raise ConfigError(
-                f"batches of {p} classes x {k} examples ({train_batch} rows) do not divide by "
-                f"the {devices} devices; choose --classes_per_batch and --examples_per_class"
-            )
-        notes.append(f"triplet batches: {p} classes x {k} examples, mining {config.mining}")
 
     shift, scale = data.normalization(splits.train, config.normalize)
     norm = {"input_shift": shift, "input_scale": scale}

@@ -230,6 +230,33 @@ def summarize(sums: dict) -> dict:
     return out
 
 
+def _empty_gallery(capacity: int, dim: int) -> dict:
+    """Host zeros of the evaluation buffer: `capacity` rows of embeddings, labels, validity."""
+    return {
+        "emb": np.zeros((capacity, dim), np.float32),
+        "labels": np.zeros((capacity,), np.int32),
+        "valid": np.zeros((capacity,), np.int32),
+        "filled": np.zeros((), np.int32),
+        "overflow": np.zeros((), np.int32),
+    }
+
+
+def _append(gallery: dict, rows: dict, capacity: int) -> dict:
+    """`gallery` with the global batch's `rows` written after its filled rows (on device).
+
+    A batch past `capacity` is counted in `overflow` (dynamic_update_slice would clamp it onto
+    the last rows), which `summarize` refuses.
+    """
+    at, n = gallery["filled"], rows["labels"].shape[0]
+    out = {
+        k: jax.lax.dynamic_update_slice(gallery[k], v, (at,) + (0,) * (v.ndim - 1))
+        for k, v in rows.items()
+    }
+    out["filled"] = at + n
+    out["overflow"] = gallery["overflow"] + (at + n > capacity).astype(jnp.int32)
+    return out
+
+
 def make(
     model,
     tx,
@@ -270,34 +297,18 @@ def make(
         sums = task_.metrics(out, batch["targets"], batch["mask"], state.norm)
         if axis_name is not None:
             sums = jax.lax.psum(sums, axis_name)
-        g = totals["gallery"]
         rows = {
             "emb": _gather(normalize(out), axis_name),
             "labels": _gather(batch["targets"].astype(jnp.int32), axis_name),
             "valid": _gather(batch["mask"].astype(jnp.int32), axis_name),
         }
-        at = g["filled"]
-        gallery = {
-            k: jax.lax.dynamic_update_slice(g[k], v, (at,) + (0,) * (v.ndim - 1))
-            for k, v in rows.items()
-        }
-        n = rows["labels"].shape[0]
-        gallery["filled"] = at + n
-        gallery["overflow"] = g["overflow"] + (at + n > capacity).astype(jnp.int32)
         new = jax.tree.map(jnp.add, {k: v for k, v in totals.items() if k != "gallery"}, sums)
-        return {**new, "gallery": gallery}
+        return {**new, "gallery": _append(totals["gallery"], rows, capacity)}
 
     def eval_zeros(state, batch):
         del state, batch  # every sum is a float32 scalar; the buffer has a fixed size
         zeros = {name: np.zeros((), np.float32) for name in SUM_NAMES}
-        zeros["gallery"] = {
-            "emb": np.zeros((capacity, dim), np.float32),
-            "labels": np.zeros((capacity,), np.int32),
-            "valid": np.zeros((capacity,), np.int32),
-            "filled": np.zeros((), np.int32),
-            "overflow": np.zeros((), np.int32),
-        }
-        return zeros
+        return {**zeros, "gallery": _empty_gallery(capacity, dim)}
 
     def infer(state, inputs):
         emb = normalize(steps.outputs(model, cfg, state, inputs))

@@ -113,7 +113,7 @@ def load(
 
     Args:
       spec: the teacher's workdir, optionally with the checkpoint to use (best by default).
-      temperature, alpha: the distillation settings (checked here).
+      temperature, alpha: the distillation settings (`check`ed by the caller).
       dataset: the student's dataset, which the teacher must have been trained on.
       num_outputs: the student's head size, which the teacher's must equal.
       augment: the student's augmentation (`StepConfig.augment`), applied to the teacher's
@@ -129,7 +129,6 @@ def load(
     from engine import predict
     from engine.finetune import parse_source
 
-    check(spec, temperature, alpha)
     workdir, which = parse_source(spec)
     try:
         teacher = predict.load(workdir, which, data_dir=data_dir)
@@ -148,7 +147,7 @@ def load(
         )
     state = teacher.state
     frozen = {"params": state.params, "batch_stats": state.batch_stats, "norm": state.norm}
-    frozen = jax.tree.map(jnp.asarray, jax.device_get(frozen))
+    frozen = jax.device_get(frozen)  # host arrays: the plan places them with the state
     step_config = dataclasses.replace(teacher.setup.run.step_config, augment=augment)
     note = (
         f"distilling from {workdir} ({teacher.config.arch}, {which} checkpoint of epoch "
