@@ -28,6 +28,13 @@ _HELP = {
     "mode": f"what to do: {'|'.join(config_lib.MODES)} (eval tests the best checkpoint; eval "
     "and predict take the training settings from the workdir's config.json; doctor diagnoses "
     "trained workdirs from their files, --workdir=W1,W2 compares several)",
+    "program": f"what is trained: {'|'.join(config_lib.PROGRAMS)} (gan: --arch=dcgan, a "
+    "generator and a discriminator; flags left at their defaults take the DCGAN recipe: Adam "
+    "2e-4, constant rate, images in [-1, 1], 100 epochs)",
+    "latent_dim": "--program=gan: size of the generator's noise vector",
+    "judge": "--program=gan: WORKDIR[:best|latest] of a classifier trained on the same dataset "
+    "(e.g. --arch=lenet on digits) that rates the samples each epoch: class shares, confidence, "
+    "an Inception-like score",
     "plugins": "comma-separated Python modules to import first (they may register "
     "architectures and losses: architectures.register, losses.register)",
     "monitor": "the metric that picks the best checkpoint, e.g. val_loss, val_accuracy, val_r2 "

@@ -36,10 +36,12 @@ FLAGS = (
 )
 
 
-def command(workdir: str, data_dir: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """The run's command line, with `extra` flags after FLAGS (e.g. a --teacher)."""
+def command(
+    workdir: str, data_dir: str, extra: tuple[str, ...] = (), flags: tuple[str, ...] = FLAGS
+) -> list[str]:
+    """The run's command line, with `extra` flags after `flags` (e.g. a --teacher)."""
     return [sys.executable, os.path.join(ROOT, "run.py"), f"--workdir={workdir}",
-            f"--data_dir={data_dir}", *FLAGS, *extra]  # fmt: skip
+            f"--data_dir={data_dir}", *flags, *extra]  # fmt: skip
 
 
 def _env():

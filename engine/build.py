@@ -215,7 +215,13 @@ def build(
         f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}{fold}"
     )
 
-    spec = architectures.spec(config.arch) if model is None else _user_spec(config.arch)
+    gan = config.program == "gan"  # two nets the GAN program builds itself
+    if gan:
+        from architectures import dcgan
+
+        spec = dcgan.SPEC
+    else:
+        spec = architectures.spec(config.arch) if model is None else _user_spec(config.arch)
     image_size = _image_size(config, info, spec)
 
     devices, processes = plan.num_devices, plan.num_processes
@@ -278,7 +284,7 @@ def build(
         t_shift, t_scale = data.target_normalization(splits.train)
         norm.update(target_shift=t_shift, target_scale=t_scale)
 
-    if model is None:
+    if model is None and not gan:
         try:
             model = architectures.get(
                 config.arch,
@@ -303,10 +309,12 @@ def build(
         aux_weight=config.aux_weight,
         on_nan=config.on_nan,
         # The registry resolves a zoo family's default; any other module is asked.
-        has_batchnorm=model.batchnorm
+        has_batchnorm=False
+        if gan
+        else model.batchnorm
         if "batchnorm" in spec.options
         else _has_batchnorm(model, input_shape),
-        takes_mask=supervised.takes_mask(model),
+        takes_mask=not gan and supervised.takes_mask(model),
     )
 
     def loader(source, batch_size, shuffle, class_batches=None):

@@ -15,6 +15,7 @@ NORMALIZATIONS = ("standard", "minmax", "symmetric", "none")
 PARALLEL_MODES = ("jit", "pmap", "none")
 DTYPES = ("float32", "bfloat16")
 MODES = ("train", "eval", "predict", "doctor")
+PROGRAMS = ("supervised", "gan")
 SPLITS = ("random", "time")
 BALANCE = ("none", "oversample")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -45,6 +46,9 @@ MODEL_FIELDS = (
     "on_nan",  # skip wraps the optimizer in optax.apply_if_finite: another state tree
     "teacher",  # the teacher's variables are part of the state
     "embedding_dim",
+    "program",
+    "latent_dim",
+    "judge",  # the judge's variables are part of a GAN's state
 )
 # Fields whose being on or off (not their value) changes the optimizer state's tree.
 TOGGLE_FIELDS = ("clip_grad_norm", "weight_decay")
@@ -79,6 +83,7 @@ class Config:
 
     # What to do and where.
     mode: str = "train"
+    program: str = "supervised"  # supervised (classification, regression, embeddings) or gan
     workdir: str = ""  # empty: runs/<dataset>-<arch>-<loss>
     seed: int = 0
     plugins: tuple[str, ...] = ()  # modules imported first (they may register archs/losses)
@@ -149,6 +154,9 @@ class Config:
     margin: float = 0.2  # the triplet margin (FaceNet's, for unit embeddings)
     classes_per_batch: int = 0  # P of the P x K batches; 0: as many as fill --batch_size
     examples_per_class: int = 0  # K; 0: 4
+    # GAN (--program=gan --arch=dcgan).
+    latent_dim: int = 100  # the generator's noise size (DCGAN's)
+    judge: str = ""  # WORKDIR[:best|latest] of a classifier of the dataset that rates samples
     on_nan: str = "stop"  # a non-finite loss or update: stop the run, or skip the update
     plateau_factor: float = 0.1  # --schedule=plateau: lr x factor on each plateau
     plateau_patience: int = 5  # epochs without val_loss improvement before a reduction
@@ -344,7 +352,17 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
     from engine.data import augment
 
     _choice("mode", config.mode, MODES)
-    if not custom_arch:
+    _choice("program", config.program, PROGRAMS)
+    if config.program == "gan":
+        from engine.programs import gan
+
+        config = gan.with_recipe(config)
+        gan.check(config)
+    elif config.arch == "dcgan":
+        raise ConfigError("--arch=dcgan is a GAN; train it with --program=gan")
+    elif config.judge:
+        raise ConfigError("--judge rates a GAN's samples; use it with --program=gan")
+    elif not custom_arch:
         _choice("arch", config.arch, tuple(architectures.names()))
     if not custom_loss:
         _choice("loss", config.loss, tuple(losses.names()))

@@ -153,6 +153,10 @@ def prepare(
             config, loss, loss_kind = dataclasses.replace(config, loss=registered), None, None
         else:
             config = dataclasses.replace(config, loss=getattr(loss, "__name__", "user_loss"))
+    if config.program == "gan" and program is None:
+        from engine.programs import gan
+
+        program = gan.make
     config = validate(config, custom_arch=model is not None, custom_loss=loss is not None)
     if config.overfit_batches:
         from engine.sanity import overfit_config

@@ -81,7 +81,7 @@ def default_callbacks(
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
     metric = setup.monitor.partition("_")[2]
-    found = [guards.NanGuard(config.on_nan), tracker, *user]
+    found = [guards.NanGuard(config.on_nan), tracker, *setup.program.callbacks, *user]
     if config.early_stopping:
         found.append(
             cb.EarlyStopping(
@@ -180,6 +180,8 @@ def fit(
     say = loop.Fit(setup.program, plan, workdir, config.epochs, 0, 1).say
     say(*run.notes, *setup.program.notes)
     if config.summary:
+        if run.model is None:  # a program that builds its own nets said their size above
+            return {}
         return {"params": architectures.count_params(run.model, (1, *run.input_shape))}
 
     sample = run.sample_batch()
@@ -199,7 +201,8 @@ def fit(
         if note:
             say(note)
     try:
-        return _train(setup, held, callbacks, host_state, abstract, sample, program is None)
+        supervised_ = program is None and config.program == "supervised"
+        return _train(setup, held, callbacks, host_state, abstract, sample, supervised_)
     finally:
         held.release()
 
@@ -216,7 +219,11 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervis
     say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
     tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
     doctor = ()
-    if config.doctor:
+    if config.doctor and config.program == "gan":  # rules on the logged numbers only
+        from engine import doctor as doctor_lib
+
+        doctor = [doctor_lib.Doctor(setup.workdir, doctor_lib.context(setup), plan.is_main)]
+    elif config.doctor:
         # Dead units and the share of the top class describe a classifier's head, not an
         # embedding's.
         classifier = supervised_ and "accuracy" in program_.higher_is_better

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from engine import report
 from engine.callbacks import Callback
-from engine.doctor import curves, rules
+from engine.doctor import curves, gan, rules
 from engine.doctor.compare import degradation
 from engine.doctor.rules import Finding
 
@@ -38,8 +38,13 @@ RULES = (
 
 
 def diagnose(records: Sequence[dict], context: dict) -> list[Finding]:
-    """Every rule's finding on a run's epoch records (`metrics.jsonl`) and context."""
+    """Every rule's finding on a run's epoch records (`metrics.jsonl`) and context.
+
+    A GAN run (context `program` "gan") has rules of its own (`engine.doctor.gan`).
+    """
     records = [r for r in records if "epoch" in r]
+    if context.get("program") == "gan":
+        return [f for f in (rule(records, context) for rule in gan.RULES) if f is not None]
     found = [rule(records, context) for rule in RULES]
     found = [f for f in found if f is not None]
     rules_found = {f.rule for f in found}
@@ -60,6 +65,7 @@ def context(setup, layers: Sequence[str] = (), stats: dict | None = None) -> dic
 
     config, info = setup.config, setup.run.splits.info
     ctx = {
+        "program": config.program,
         "task": info.task,
         "dataset": config.dataset,
         "arch": config.arch,
@@ -161,6 +167,7 @@ def read_workdir(workdir: str) -> tuple[dict, list[dict], dict]:
         ctx = load_json(path).get("context", {})
     if not ctx:  # a run trained before the doctor: what the config alone says
         keys = ("dataset", "arch", "depth", "hidden_sizes", "activation", "loss", "lr", "epochs")
+        keys += ("program",)
         ctx = {k: config.get(k) for k in keys}
     return config, records, ctx
 

@@ -45,6 +45,8 @@ class Program:
       infer: optional `(state, inputs) -> {"outputs": ..., "prediction": ..., ...}` for
         `engine.load(...).predict`; pure and jittable.
       notes: lines to print at the start (a model summary, parameter counts).
+      callbacks: the program's own host callbacks (`engine.callbacks.Callback`), run after
+        the best tracker in every fit of the program (a GAN's sample grid).
     """
 
     init: Callable[[jax.Array, Batch], Any]
@@ -56,6 +58,7 @@ class Program:
     monitor: str
     infer: Callable[[Any, jax.Array], dict] | None = None
     notes: tuple[str, ...] = ()
+    callbacks: tuple[Any, ...] = ()
 
     def monitor_direction(self, name: str) -> bool:
         """Whether higher is better for a monitor name `train_X` or `val_X`.

@@ -77,9 +77,11 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
                 **options["mlp-bn"],
             )
         )
-    base = Config(
+    # The DCGAN program: two nets with BatchNorm, each step's noise drawn for the global batch.
+    options["gan"] = dict(program="gan", arch="dcgan", width=0.25, optimizer="adam", lr=2e-4)
+    settings = dict(
         data_dir=data_dir,
-        arch=options[arch].get("arch", arch),
+        arch=arch,
         epochs=1,
         batch_size=32,
         # A few hundred training examples: a few steps, quickly. The training split has 323
@@ -88,8 +90,8 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
         progress=False,
         optimizer="momentum",
         lr=0.05,
-        **{k: v for k, v in options[arch].items() if k != "arch"},
     )
+    base = Config(**{**settings, **options[arch]})
     for mode in modes:
         parallel, _, bug = mode.partition("+")
         workdir = os.path.join(out_dir, f"{arch}-{mode}")
@@ -97,11 +99,14 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
             train_and_evaluate(dataclasses.replace(base, parallel=parallel, workdir=workdir))
         root = os.path.join(workdir, "checkpoints", "latest", "1", "state")
         state = read_state(root)
+        nets = {"generator", "discriminator"} & set(state) or {None}
+        compared = {
+            net: {k: (state[net] if net else state)[k] for k in ("params", "batch_stats")}
+            for net in nets
+        }
         flat = {
             jax.tree_util.keystr(path): np.asarray(leaf)
-            for path, leaf in jax.tree_util.tree_leaves_with_path(
-                {"params": state["params"], "batch_stats": state["batch_stats"]}
-            )
+            for path, leaf in jax.tree_util.tree_leaves_with_path(compared)
         }
         np.savez(os.path.join(out_dir, f"{arch}-{mode}.npz"), **flat)
     print("devices", jax.device_count())

@@ -29,10 +29,10 @@ def _config(data_dir, workdir):
     )
 
 
-def _start_and_signal(workdir, data_dir, signums, extra=()):
+def _start_and_signal(workdir, data_dir, signums, extra=(), flags=kill_resume.FLAGS):
     """Starts the run, sends `signums` once it has saved inside an epoch; returns the result."""
     proc = subprocess.Popen(
-        kill_resume.command(workdir, data_dir, extra),
+        kill_resume.command(workdir, data_dir, extra, flags),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

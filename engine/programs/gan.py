@@ -1,0 +1,536 @@
+"""The DCGAN program: a generator and a discriminator, two Adam optimizers, one pure step.
+
+Goodfellow et al. (2014) with the DCGAN recipe (Radford et al., 2016): the discriminator D
+minimises the binary cross-entropy of real images against 1 and generated ones against 0; the
+generator G minimises the non-saturating loss -log D(G(z)) (Goodfellow et al.'s section 3: the
+minimax form's gradient vanishes exactly when D is winning). Each step updates D on a real
+batch and a batch of fakes, then G through the updated D on the same fakes, as PyTorch's DCGAN
+example does; G's forward pass runs once (`jax.vjp`), its pullback serves G's update.
+
+The state is a plain dict of named sub-states: `generator` and `discriminator` (each `params`,
+`batch_stats`, `opt_state`), the step count, the base key, the normalisation constants and
+`frozen` (the judge's variables, see below), so it checkpoints, resumes and runs in every
+parallel mode like any program. Noise is drawn for the whole global batch from (seed, step) and
+each pmap device takes its rows, so jit, pmap and one device draw the same fakes.
+
+Evaluation reports, on a split's real images and `fakes_per_row` fakes for each of them (about
+`EVAL_SAMPLES` fakes a split, drawn from a fixed stream): D's mean probability on held-out real
+images and on fakes; the fakes' pixel diversity (mean per-pixel standard deviation over the
+real images', 1 when they vary as much; near 0 is mode collapse) and moment gap (squared
+distance of the fakes' per-pixel means and deviations from the real ones', over the real
+variance: 0 is a match). With `--judge=WORKDIR` (a classifier the engine trained on the same
+dataset, e.g. a LeNet on digits) the fakes, brought back to the dataset's own size and units,
+are classified by it inside the same step: the share of each class, the mean confidence, and
+an Inception-score-like `score` = exp(E KL(p(y|x) || p(y))) (Salimans et al., 2016), from 1
+(one class, or unsure) to the number of classes (confident and balanced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from architectures import dcgan
+from engine import steps
+from engine.callbacks import Callback
+from engine.config import Config, ConfigError
+from engine.programs import Program
+
+# DCGAN's optimizer: Adam with lr 2e-4 and beta1 0.5 ("0.9 resulted in training oscillation").
+ADAM_B1 = 0.5
+# What `--program=gan` changes among the flags left at the engine's defaults.
+RECIPE = {"lr": 2e-4, "schedule": "constant", "normalize": "symmetric", "epochs": 100}
+EVAL_SAMPLES = 1000  # fakes per evaluated split, at least
+GRID = 8  # the sample grid is GRID x GRID images from a fixed noise batch
+SAMPLES_DIR = "samples"
+_EVAL_STREAM = 2**31 - 1  # fold_in data of the evaluation noise (train steps use 0, 1, ...)
+
+# Which way each summary number improves (what `--monitor=val_NAME` needs to know).
+HIGHER_IS_BETTER = {
+    "score": True,
+    "confidence": True,
+    "classes_over_5pct": True,
+    "min_class_share": True,
+    "diversity": True,
+    "moment_gap": False,
+    "d_loss": False,
+    "g_loss": False,
+}
+
+
+def with_recipe(config: Config) -> Config:
+    """`config` with the GAN recipe (`RECIPE`, `--arch=dcgan`) for settings at the defaults.
+
+    A setting given with the engine's default value counts as not given (a `Config` does not
+    record which fields were set); the start-up line of `make` shows the values in use.
+    """
+    defaults = Config()
+    changes = {"arch": "dcgan"} if config.arch == defaults.arch else {}
+    changes.update({k: v for k, v in RECIPE.items() if getattr(config, k) == getattr(defaults, k)})
+    return dataclasses.replace(config, **changes)
+
+
+def check(config: Config) -> None:
+    """Refuses settings the GAN program does not use or cannot honour, before any work.
+
+    Raises:
+      ConfigError: one line naming the setting and what to do.
+    """
+    if config.arch != "dcgan":
+        raise ConfigError(f"--program=gan trains --arch=dcgan, not --arch={config.arch}")
+    defaults = Config()
+    unused = [
+        name
+        for name in (
+            "loss",
+            "teacher",
+            "init_from",
+            "freeze",
+            "class_weights",
+            "balance",
+            "cv_folds",
+            "find_lr",
+            "overfit_batches",
+            "grad_accum_steps",
+            "weight_decay",
+            "clip_grad_norm",
+            "dtype",
+            "batchnorm",
+            "dropout",
+            "hidden_sizes",
+            "depth",
+        )
+        if getattr(config, name) != getattr(defaults, name)
+    ]
+    if unused:
+        raise ConfigError(
+            f"--program=gan trains with its own losses and recipe; drop "
+            f"{', '.join('--' + n for n in unused)}"
+        )
+    if config.optimizer != "adam":
+        raise ConfigError(
+            f"--program=gan uses Adam (beta1 {ADAM_B1}), not --optimizer={config.optimizer}"
+        )
+    if config.normalize != "symmetric":
+        raise ConfigError(
+            f"--program=gan needs images in [-1, 1] (the generator's tanh): --normalize=symmetric, "
+            f"not {config.normalize}"
+        )
+    if config.latent_dim < 1:
+        raise ConfigError(f"--latent_dim must be >= 1, got {config.latent_dim}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Judge:
+    """A trained classifier of the same dataset that rates generated images.
+
+    Attributes:
+      model: the classifier's flax module (evaluation mode).
+      step_config: its preprocessing (image size, BatchNorm), no augmentation.
+      raw_shape: one example of the dataset as stored (H, W, C): fakes are resized to it and
+        put back into the dataset's units before the classifier's own preprocessing.
+    """
+
+    model: Any
+    step_config: steps.StepConfig
+    raw_shape: tuple[int, ...]
+
+    def probabilities(self, frozen: dict, fakes: jax.Array, norm: dict) -> jax.Array:
+        """Class probabilities (B, C) of fakes (B, S, S, C) in [-1, 1]."""
+        raw = fakes * norm["input_scale"] + norm["input_shift"]  # back to the dataset's units
+        if raw.shape[1:] != tuple(self.raw_shape):
+            shape = (raw.shape[0], *self.raw_shape)
+            raw = jax.image.resize(raw, shape, method="linear", antialias=True)
+        x = steps.preprocess(frozen["norm"], raw, self.step_config)
+        variables = {"params": frozen["params"]}
+        if self.step_config.has_batchnorm:
+            variables["batch_stats"] = frozen["batch_stats"]
+        logits = self.model.apply(variables, x, train=False).astype(jnp.float32)
+        return jax.nn.softmax(logits, axis=-1)
+
+
+def load_judge(spec: str, *, dataset: str, data_dir: str) -> tuple[Judge, dict, str]:
+    """The judge of `--judge=WORKDIR[:best|latest]`: (judge, its variables, a note).
+
+    Raises:
+      ConfigError: no trained run there, another dataset, or not a classifier.
+    """
+    from engine import predict
+    from engine.finetune import parse_source
+
+    workdir, which = parse_source(spec)
+    try:
+        judge = predict.load(workdir, which, data_dir=data_dir)
+    except ConfigError as e:
+        raise ConfigError(f"--judge={spec}: {e}") from None
+    if judge.config.dataset != dataset:
+        raise ConfigError(
+            f"--judge={spec} was trained on --dataset={judge.config.dataset}, not {dataset}; "
+            "judge with a classifier of the same dataset"
+        )
+    task = judge.setup.run.task
+    if task.kind != "classification" or task.num_outputs < 2:
+        raise ConfigError(f"--judge={spec} is not a classifier of several classes")
+    state = judge.state
+    frozen = jax.device_get(
+        {"params": state.params, "batch_stats": state.batch_stats, "norm": state.norm}
+    )
+    step_config = dataclasses.replace(judge.setup.run.step_config, augment=None)
+    raw_shape = tuple(judge.setup.run.splits.info.input_shape)
+    note = f"judge: {workdir} ({judge.config.arch}, {which} checkpoint of epoch {judge.epoch})"
+    return Judge(judge.setup.run.model, step_config, raw_shape), frozen, note
+
+
+def _psum(tree, axis_name):
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def _noise(key, rows: int, latent: int, axis_name: str | None) -> jax.Array:
+    """Latent vectors (rows, latent) for this device's rows of the global batch.
+
+    The whole global batch's noise is drawn from `key` and each pmap device slices its rows,
+    so every parallel mode gives each global row the same vector.
+    """
+    if axis_name is None:
+        return jax.random.normal(key, (rows, latent))
+    devices = jax.lax.psum(1, axis_name)
+    z = jax.random.normal(key, (rows * devices, latent))
+    return jax.lax.dynamic_slice_in_dim(z, jax.lax.axis_index(axis_name) * rows, rows)
+
+
+def _bce_real(logits):  # -log sigmoid(l): the loss of calling an image real
+    return jax.nn.softplus(-logits[:, 0])
+
+
+def _bce_fake(logits):  # -log(1 - sigmoid(l)): the loss of calling an image fake
+    return jax.nn.softplus(logits[:, 0])
+
+
+def make(config: Config, run, axis_name: str | None) -> Program:
+    """The GAN program of `run` (its image data and step config), a program factory."""
+    check(config)
+    info = run.splits.info
+    size, channels, latent = run.input_shape[0], run.input_shape[2], config.latent_dim
+    if not dcgan.upsamplings(size):
+        raise ConfigError(
+            f"--image_size={size} does not suit dcgan (4 to 7 pixels times a power of 2); "
+            f"use {dcgan.SIZES}"
+        )
+    generator = dcgan.Generator(size, channels, width=config.width, bn_axis_name=axis_name)
+    discriminator = dcgan.Discriminator(width=config.width, bn_axis_name=axis_name)
+    tx = optax.adam(_schedule(config, len(run.train_loader)), b1=ADAM_B1)
+    cfg = run.step_config
+    judge, frozen, notes = None, {}, []
+    if config.judge:
+        judge, frozen, note = load_judge(
+            config.judge, dataset=config.dataset, data_dir=config.data_dir
+        )
+        notes.append(note)
+    rows = min(len(run.splits.val), len(run.splits.test))
+    fakes_per_row = max(1, math.ceil(EVAL_SAMPLES / max(rows, 1)))
+    norm = {k: jnp.asarray(v, jnp.float32) for k, v in run.norm.items()}
+
+    def init(rng, batch):
+        del batch  # each net is initialised at its own input shape
+        g_key, d_key, rng = jax.random.split(rng, 3)
+        z = jnp.zeros((1, latent), jnp.float32)
+        x = jnp.zeros((1, *run.input_shape), jnp.float32)
+        state = {"step": jnp.zeros((), jnp.int32), "rng": rng, "norm": norm, "frozen": frozen}
+        for name, net, key, sample in (
+            ("generator", generator, g_key, z),
+            ("discriminator", discriminator, d_key, x),
+        ):
+            variables = jax.jit(lambda k, s, net=net: net.init(k, s, train=False))(key, sample)
+            state[name] = {
+                "params": variables["params"],
+                "batch_stats": variables["batch_stats"],
+                "opt_state": tx.init(variables["params"]),
+            }
+        return state
+
+    def apply(net, sub, x, mask, **kwargs):
+        variables = {"params": sub["params"], "batch_stats": sub["batch_stats"]}
+        return net.apply(variables, x, mask=mask, **kwargs)
+
+    def train_step(state, batch):
+        mask = batch["mask"]
+        w = mask.astype(jnp.float32)
+        n = jnp.maximum(_psum(jnp.sum(w), axis_name), 1.0)
+        key = jax.random.fold_in(state["rng"], state["step"])
+        noise_key, augment_key = jax.random.split(key)
+        real = steps.preprocess(state["norm"], batch["inputs"], cfg, augment_key)
+        z = _noise(noise_key, mask.shape[0], latent, axis_name)
+        g, d = state["generator"], state["discriminator"]
+
+        def generate(params):
+            fake, new = apply(
+                generator, {**g, "params": params}, z, mask, train=True, mutable=["batch_stats"]
+            )
+            return fake, new["batch_stats"]
+
+        fake, pullback, g_stats = jax.vjp(generate, g["params"], has_aux=True)
+
+        def d_loss_fn(params):
+            sub = {**d, "params": params}
+            on_real, new = apply(
+                discriminator, sub, real, mask, train=True, mutable=["batch_stats"]
+            )
+            sub = {**sub, "batch_stats": new["batch_stats"]}
+            on_fake, new = apply(
+                discriminator,
+                sub,
+                jax.lax.stop_gradient(fake),
+                mask,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            per_row = _bce_real(on_real) + _bce_fake(on_fake)
+            return jnp.sum(per_row * w) / n, (new["batch_stats"], on_real, on_fake, per_row)
+
+        (_, (d_stats, on_real, on_fake, d_rows)), d_grads = jax.value_and_grad(
+            d_loss_fn, has_aux=True
+        )(d["params"])
+        d_grads = _psum(d_grads, axis_name)
+        d_updates, d_opt = tx.update(d_grads, d["opt_state"], d["params"])
+        d_new = {
+            "params": optax.apply_updates(d["params"], d_updates),
+            "batch_stats": d_stats,
+            "opt_state": d_opt,
+        }
+
+        def g_loss_fn(images):
+            # D's statistics from this pass are not kept: D was updated on this batch already.
+            logits, _ = apply(
+                discriminator, d_new, images, mask, train=True, mutable=["batch_stats"]
+            )
+            per_row = _bce_real(logits)
+            return jnp.sum(per_row * w) / n, per_row
+
+        (_, g_rows), fake_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        (g_grads,) = pullback(fake_grads)
+        g_grads = _psum(g_grads, axis_name)
+        g_updates, g_opt = tx.update(g_grads, g["opt_state"], g["params"])
+        g_new = {
+            "params": optax.apply_updates(g["params"], g_updates),
+            "batch_stats": g_stats,
+            "opt_state": g_opt,
+        }
+        sums = _psum(
+            {
+                "d_loss": jnp.sum(d_rows * w),
+                "g_loss": jnp.sum(g_rows * w),
+                "d_real": jnp.sum(jax.nn.sigmoid(on_real[:, 0]) * w),
+                "d_fake": jnp.sum(jax.nn.sigmoid(on_fake[:, 0]) * w),
+                "count": jnp.sum(w),
+            },
+            axis_name,
+        )
+        finite = jnp.isfinite(sums["d_loss"]) & jnp.isfinite(sums["g_loss"])
+        new = {**state, "step": state["step"] + 1, "generator": g_new, "discriminator": d_new}
+        # A non-finite step keeps the state as it was (both --on_nan modes): the guard stops
+        # the run (stop) or counts the skipped step (skip).
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+        sums["nonfinite"] = (~finite).astype(jnp.int32)
+        return new, sums
+
+    def metrics(state, batch, counter):
+        """This device's evaluation sums for one batch (`counter`: batches evaluated so far)."""
+        mask = batch["mask"]
+        w = mask.astype(jnp.float32)
+        key = jax.random.fold_in(jax.random.fold_in(state["rng"], _EVAL_STREAM), counter)
+        real = steps.preprocess(state["norm"], batch["inputs"], cfg)
+        fake_mask = jnp.repeat(mask, fakes_per_row)
+        fw = fake_mask.astype(jnp.float32)
+        z = _noise(key, fake_mask.shape[0], latent, axis_name)
+        fake = apply(generator, state["generator"], z, fake_mask, train=False)
+        on_real = apply(discriminator, state["discriminator"], real, mask, train=False)
+        on_fake = apply(discriminator, state["discriminator"], fake, fake_mask, train=False)
+
+        def moments(x, weights):
+            x = x * weights[:, None, None, None]
+            return jnp.sum(x, 0), jnp.sum(x * x, 0)
+
+        sums = {
+            "d_real": jnp.sum(jax.nn.sigmoid(on_real[:, 0]) * w),
+            "d_fake": jnp.sum(jax.nn.sigmoid(on_fake[:, 0]) * fw),
+            "count": jnp.sum(w),
+            "samples": jnp.sum(fw),
+            "real_moments": jnp.stack(moments(real, w)),
+            "fake_moments": jnp.stack(moments(fake, fw)),
+        }
+        if judge is not None:
+            p = judge.probabilities(state["frozen"], fake, state["norm"])
+            top = jax.nn.one_hot(jnp.argmax(p, -1), p.shape[-1])
+            sums.update(
+                class_counts=jnp.sum(top * fw[:, None], 0),
+                confidence=jnp.sum(jnp.max(p, -1) * fw),
+                probabilities=jnp.sum(p * fw[:, None], 0),
+                entropy=jnp.sum(-jnp.sum(p * jnp.log(jnp.maximum(p, 1e-12)), -1) * fw),
+            )
+        return sums
+
+    def eval_step(state, batch, totals):
+        sums = _psum(metrics(state, batch, totals["batches"]), axis_name)
+        totals = {**totals, "batches": totals["batches"] + 1}
+        return {k: totals[k] + sums[k] if k in sums else totals[k] for k in totals}
+
+    def eval_zeros(state, batch):
+        row = jax.tree.map(lambda v: v[:1], batch)
+
+        def shapes(state, row):
+            return metrics(state, row, jnp.zeros((), jnp.int32))
+
+        if axis_name is not None:  # bind the axis name, as the loop's metric_zeros does
+            one = jax.vmap(shapes, in_axes=None, axis_size=1, axis_name=axis_name)
+            found = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype),
+                jax.eval_shape(one, state, row),
+            )
+        else:
+            found = jax.eval_shape(shapes, state, row)
+        zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), found)
+        return {**zeros, "batches": np.zeros((), np.int32)}
+
+    params = sum(
+        int(np.prod(s.shape))
+        for net, sample in ((generator, (1, latent)), (discriminator, (1, *run.input_shape)))
+        for s in jax.tree.leaves(
+            jax.eval_shape(
+                lambda net=net, sample=sample: net.init(
+                    jax.random.key(0), jnp.zeros(sample), train=False
+                )["params"]
+            )
+        )
+    )
+    notes.insert(
+        0,
+        f"dcgan: generator {latent} -> {size}x{size}x{channels} and discriminator, "
+        f"{params:,} parameters together; Adam lr {config.lr:g} beta1 {ADAM_B1}, schedule "
+        f"{config.schedule}, {config.epochs} epochs; {fakes_per_row} fake(s) per evaluated "
+        f"image of {info.name}",
+    )
+    grid = SampleGrid(
+        generator, jax.random.normal(jax.random.PRNGKey(config.seed), (GRID**2, latent))
+    )
+    return Program(
+        init=init,
+        train_step=train_step,
+        eval_step=eval_step,
+        eval_zeros=eval_zeros,
+        summarize=summarize,
+        higher_is_better=HIGHER_IS_BETTER,
+        monitor="val_score" if judge is not None else "val_moment_gap",
+        notes=tuple(notes),
+        callbacks=(grid,),
+    )
+
+
+def _schedule(config: Config, steps_per_epoch: int):
+    from engine import optim
+
+    return optim.schedule(config, steps_per_epoch)
+
+
+def summarize(sums: dict) -> dict:
+    """An epoch's (or a split's) GAN numbers from their sums."""
+    sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
+    count = max(float(sums["count"]), 1.0)
+    out = {}
+    if "batches" not in sums:  # training: both nets' losses and D's view of each batch
+        out["d_loss"] = float(sums["d_loss"]) / count
+        out["g_loss"] = float(sums["g_loss"]) / count
+    out["d_real"] = float(sums["d_real"]) / count
+    if "batches" not in sums:
+        out["d_fake"] = float(sums["d_fake"]) / count
+        out["count"] = int(count)
+        bad = int(sums.get("nonfinite", 0))
+        if bad:
+            out["nonfinite_steps"] = bad
+        return out
+    samples = max(float(sums["samples"]), 1.0)
+    out["d_fake"] = float(sums["d_fake"]) / samples
+    real_mean, real_sd = _mean_sd(sums["real_moments"], count)
+    fake_mean, fake_sd = _mean_sd(sums["fake_moments"], samples)
+    out["diversity"] = float(fake_sd.mean() / max(real_sd.mean(), 1e-12))
+    gap = np.mean((fake_mean - real_mean) ** 2 + (fake_sd - real_sd) ** 2)
+    out["moment_gap"] = float(gap / max(np.mean(real_sd**2), 1e-12))
+    if "class_counts" in sums:
+        shares = sums["class_counts"] / samples
+        p_y = sums["probabilities"] / samples
+        marginal_entropy = -np.sum(p_y * np.log(np.maximum(p_y, 1e-12)))
+        out["score"] = float(np.exp(marginal_entropy - float(sums["entropy"]) / samples))
+        out["confidence"] = float(sums["confidence"]) / samples
+        out["classes_over_5pct"] = int(np.sum(shares >= 0.05))
+        out["min_class_share"] = float(shares.min())
+        out["class_shares"] = [round(float(s), 4) for s in shares]
+    out["count"] = int(count)
+    out["samples"] = int(samples)
+    return out
+
+
+def _mean_sd(moments: np.ndarray, n: float) -> tuple[np.ndarray, np.ndarray]:
+    mean = moments[0] / n
+    return mean, np.sqrt(np.maximum(moments[1] / n - mean**2, 0.0))
+
+
+class SampleGrid(Callback):
+    """Writes a grid of samples from a fixed noise batch after every epoch (PNG).
+
+    `WORKDIR/samples/epoch_NNN.png` keeps each epoch's grid, `WORKDIR/samples.png` the latest;
+    the same noise every epoch shows how the generator's mapping develops.
+    """
+
+    def __init__(self, generator, noise: jax.Array):
+        self.noise = noise
+
+        def sample(sub, z):
+            variables = {"params": sub["params"], "batch_stats": sub["batch_stats"]}
+            return generator.apply(variables, z, train=False)
+
+        self._sample = jax.jit(sample)
+
+    def on_epoch_end(self, epoch, record, state):
+        """Draws this epoch's grid (main process only: the state is replicated)."""
+        if not self.fit.plan.is_main:
+            return
+        sub = self.fit.plan.read({k: state["generator"][k] for k in ("params", "batch_stats")})
+        images = np.asarray(self._sample(sub, self.noise))
+        folder = os.path.join(self.fit.workdir, SAMPLES_DIR)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"epoch_{epoch:03d}.png")
+        write_grid(path, images)
+        write_grid(os.path.join(self.fit.workdir, "samples.png"), images)
+
+
+def write_grid(path: str, images: np.ndarray) -> str:
+    """Tiles images (N, H, W, C) in [-1, 1] into a square PNG grid, enlarged to ~48 px a tile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, h, w, c = images.shape
+    side = math.ceil(math.sqrt(n))
+    zoom = max(1, 48 // h)
+    pixels = (np.clip(images, -1, 1) + 1) / 2
+    pixels = pixels.repeat(zoom, 1).repeat(zoom, 2)
+    h, w, gap = h * zoom, w * zoom, 2
+    grid = np.ones((side * (h + gap) + gap, side * (w + gap) + gap, c), np.float32)
+    for i in range(n):
+        r, col = divmod(i, side)
+        y, x = gap + r * (h + gap), gap + col * (w + gap)
+        grid[y : y + h, x : x + w] = pixels[i]
+    tmp = path + ".tmp.png"
+    if c == 1:
+        plt.imsave(tmp, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        plt.imsave(tmp, grid)
+    os.replace(tmp, path)  # a reader never sees half a file
+    return path
