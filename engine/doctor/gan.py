@@ -20,6 +20,7 @@ from engine.doctor.rules import Finding, _get
 WIN_FAKE, WIN_LOSS, WIN_EPOCHS = 0.02, 0.05, 3
 EXPLODING_G_LOSS = 8.0  # -log D(G(z)) of 8: D gives the fakes ~3e-4
 COLLAPSED_DIVERSITY = 0.35  # fakes vary a third as much, pixel by pixel, as real images
+COLLAPSE_EPOCHS = 10  # epochs before a lack of variety counts (or all planned, when fewer)
 
 
 def non_finite(records: Sequence[dict], ctx: dict) -> Finding | None:
@@ -84,8 +85,10 @@ def generator_explodes(records: Sequence[dict], ctx: dict) -> Finding | None:
 
 def mode_collapse(records: Sequence[dict], ctx: dict) -> Finding | None:
     """The fakes are nearly all alike, or (with a judge) cover few of the classes."""
-    if len(records) < min(5, max(int(ctx.get("epochs", 5)), 1)):
-        return None  # an untrained generator is uniform too: judge it after a few epochs
+    if len(records) < min(COLLAPSE_EPOCHS, max(int(ctx.get("epochs", 1)), 1)):
+        # An untrained generator's samples are alike too: the default run's at epoch 5 (0.48
+        # times the real images' spread, 2 classes seen) were varied by epoch 10 (0.90, 9).
+        return None
     r = records[-1]
     diversity = _get(r, "val", "diversity")
     classes = _get(r, "val", "classes_over_5pct")
