@@ -14,10 +14,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from engine.parallel import Plan
-from engine.programs import Batch, Program
+from engine.programs import Batch, Program, host_zeros
 
 
 @dataclasses.dataclass
@@ -223,12 +222,4 @@ def metric_zeros(program: Program, abstract, sample: Batch, axis_name: str | Non
     def sums(state, batch):
         return program.train_step(state, batch)[1]
 
-    if axis_name is not None:
-        one = jax.vmap(sums, in_axes=None, axis_size=1, axis_name=axis_name)
-        shapes = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype),
-            jax.eval_shape(one, abstract, sample),
-        )
-    else:
-        shapes = jax.eval_shape(sums, abstract, sample)
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    return host_zeros(sums, axis_name, abstract, sample)

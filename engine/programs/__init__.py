@@ -75,6 +75,22 @@ class Program:
         return self.higher_is_better[metric]
 
 
+def host_zeros(fn: Callable, axis_name: str | None, *args):
+    """Host zeros shaped like `fn(*args)`'s outputs (shapes only: nothing is compiled or run).
+
+    A function that sums over the pmap axis cannot be traced outside pmap; a one-entry `vmap`
+    binds `axis_name` for it (and its leading axis is dropped again).
+    """
+    if axis_name is not None:
+        one = jax.vmap(fn, in_axes=None, axis_size=1, axis_name=axis_name)
+        shapes = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), jax.eval_shape(one, *args)
+        )
+    else:
+        shapes = jax.eval_shape(fn, *args)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
 def summing_eval(metrics: Callable[[Any, Batch], dict], axis_name: str | None):
     """`(eval_step, eval_zeros)` for evaluation sums that are plain sums of per-batch sums.
 

@@ -41,7 +41,7 @@ from architectures import dcgan
 from engine import steps
 from engine.callbacks import Callback
 from engine.config import Config, ConfigError
-from engine.programs import Program
+from engine.programs import Program, host_zeros
 
 # DCGAN's optimizer: Adam with lr 2e-4 and beta1 0.5 ("0.9 resulted in training oscillation").
 ADAM_B1 = 0.5
@@ -387,15 +387,7 @@ def make(config: Config, run, axis_name: str | None) -> Program:
         def shapes(state, row):
             return metrics(state, row, jnp.zeros((), jnp.int32))
 
-        if axis_name is not None:  # bind the axis name, as the loop's metric_zeros does
-            one = jax.vmap(shapes, in_axes=None, axis_size=1, axis_name=axis_name)
-            found = jax.tree.map(
-                lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype),
-                jax.eval_shape(one, state, row),
-            )
-        else:
-            found = jax.eval_shape(shapes, state, row)
-        zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), found)
+        zeros = host_zeros(shapes, axis_name, state, row)
         return {**zeros, "batches": np.zeros((), np.int32)}
 
     params = sum(
