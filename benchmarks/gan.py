@@ -2,7 +2,7 @@
 
 Trains the judge once (`python run.py --arch=lenet`, its defaults), then for each seed the GAN
 with its recipe (`python run.py --program=gan --judge=JUDGE --seed=S`: DCGAN at 16 x 16, Adam
-2e-4 / beta1 0.5, 100 epochs), and reports the test split's numbers (ceil(1000 / 126) = 8 fakes
+2e-4 / beta1 0.5, 200 epochs), and reports the test split's numbers (ceil(1000 / 126) = 8 fakes
 per test image, 4,312 samples): the classes the judge finds in >= 5% of the samples, the
 smallest class share, the mean confidence, the Inception-like score and the pixel diversity,
 with the wall time and the load average. The last seed's grid is copied to `--grid`.

@@ -45,7 +45,7 @@ from engine.programs.gan_eval import Judge, SampleGrid, load_judge, summarize
 # DCGAN's optimizer: Adam with lr 2e-4 and beta1 0.5 ("0.9 resulted in training oscillation").
 ADAM_B1 = 0.5
 # What `--program=gan` changes among the flags left at the engine's defaults.
-RECIPE = {"lr": 2e-4, "schedule": "constant", "normalize": "symmetric", "epochs": 100}
+RECIPE = {"lr": 2e-4, "schedule": "constant", "normalize": "symmetric", "epochs": 200}
 EVAL_SAMPLES = 1000  # fakes per evaluated split, at least
 GRID = 8  # the sample grid is GRID x GRID images from a fixed noise batch
 _EVAL_STREAM = 2**31 - 1  # fold_in data of the evaluation noise (train steps use 0, 1, ...)
