@@ -20,6 +20,7 @@ from absl import flags, logging
 import architectures
 import losses
 from engine import config as config_lib
+from engine import paths, validation
 
 _C = config_lib.Config()
 
@@ -30,7 +31,7 @@ _HELP = {
     "trained workdirs from their files, --workdir=W1,W2 compares several)",
     "program": f"what is trained: {'|'.join(config_lib.PROGRAMS)} (gan: --arch=dcgan, a "
     "generator and a discriminator; flags left at their defaults take the DCGAN recipe: Adam "
-    "2e-4, constant rate, images in [-1, 1], 100 epochs)",
+    "2e-4, constant rate, images in [-1, 1], 200 epochs)",
     "latent_dim": "--program=gan: size of the generator's noise vector",
     "judge": "--program=gan: WORKDIR[:best|latest] of a classifier trained on the same dataset "
     "(e.g. --arch=lenet on digits) that rates the samples each epoch: class shares, confidence, "
@@ -148,6 +149,8 @@ _HELP = {
     "validate only, e.g. for search trials; test later with --mode=eval)",
     "summary": "print the model summary and exit",
     "progress": "show a progress line for the whole run (with ETA)",
+    "compile_cache": "JAX's persistent compilation cache, so a second start skips compiles: on "
+    "(~/.cache/jaxtrain/xla, or under $XDG_CACHE_HOME), off, or a folder",
     "profile": "START:STOP: write a jax.profiler trace of those train steps to WORKDIR/profile "
     "(TensorBoard or Perfetto) and print where their time goes (compile, host, device)",
     "doctor": "diagnose the run after every epoch and at the end (doctor.json); costs one "
@@ -210,8 +213,8 @@ def _config_from_flags() -> config_lib.Config:
     mode = explicit.get("mode", _C.mode)
     if mode in ("eval", "predict"):
         workdir = explicit.get("workdir") or config_lib.Config(**explicit).resolved_workdir()
-        path = os.path.join(workdir, "config.json")
-        if not os.path.exists(path):
+        path = paths.join(workdir, "config.json")
+        if not paths.exists(path):
             raise config_lib.ConfigError(
                 f"--mode={mode} needs a trained workdir; {workdir} has no config.json "
                 "(give --workdir=DIR of a trained run)"
@@ -257,7 +260,7 @@ def main(argv) -> int:
         from engine.setup import import_plugins
 
         import_plugins(config.plugins)
-        config = config_lib.validate(config)
+        config = validation.validate(config)
         _init_distributed(config)
         if config.mode == "doctor":
             from engine.doctor import post_hoc

@@ -16,6 +16,7 @@ from absl import app, flags, logging
 
 import run
 from engine import config as config_lib
+from engine import validation
 
 flags.DEFINE_string("study_dir", "", "the study's directory: study.db, trial-N, the report")
 flags.DEFINE_integer(
@@ -50,7 +51,12 @@ def main(argv) -> int:
     try:
         if not FLAGS.study_dir:
             raise config_lib.ConfigError("--study_dir=DIR is required (the study lives there)")
-        base = config_lib.validate(run._config_from_flags())
+        if "://" in FLAGS.study_dir:  # optuna's SQLite storage is a local file
+            raise config_lib.ConfigError(
+                f"--study_dir={FLAGS.study_dir} is remote; the study's SQLite file needs a local "
+                "or shared (NFS) folder"
+            )
+        base = validation.validate(run._config_from_flags())
         from engine import study
 
         params = study.parse_space(FLAGS.space)

@@ -32,6 +32,7 @@ ACTIVATIONS_COLLECTION = "activations"
 # BatchNorm defaults for the whole zoo: flax's momentum 0.9 is PyTorch's 0.1; eps as torchvision.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+HEAD = "head"  # the classifier layer every zoo net ends with (fine-tuning zeroes a fresh one)
 
 
 def activation(name: str, *, leaky_slope: float = 0.01) -> Callable[[jax.Array], jax.Array]:
@@ -369,7 +370,7 @@ class Net(nn.Module):
     def head(self, x: jax.Array) -> jax.Array:
         """Classifier (N, D) -> (N, num_classes) float32 logits; float32 features if no head."""
         if self.num_classes is not None:
-            x = self.dense(self.num_classes, name="head")(x)
+            x = self.dense(self.num_classes, name=HEAD)(x)
         # Losses and metrics reduce in float32 even when the net computes in bfloat16.
         return x.astype(jnp.float32)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from engine import paths
 from engine.config import ConfigError
 
 LATEST = "latest"
@@ -26,13 +26,13 @@ class Checkpoints:
     """
 
     def __init__(self, workdir: str, *, max_to_keep: int):
-        root = os.path.join(os.path.abspath(workdir), "checkpoints")
+        root = self._root = paths.join(paths.absolute(workdir), "checkpoints")
         # Asynchronous saves overlap writing with training on one process. With two CPU
         # processes, an asynchronous save failed here in orbax's commit-time validation
         # ("metadata from just one process"), so multi-process runs save synchronously.
         single = jax.process_count() == 1
         self._latest = ocp.CheckpointManager(
-            os.path.join(root, LATEST),
+            paths.join(root, LATEST),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 create=True,
@@ -46,7 +46,7 @@ class Checkpoints:
         # The loop's best tracker decides what is best (direction, ties, non-finite values);
         # this manager keeps only the newest state it was given.
         self._best = ocp.CheckpointManager(
-            os.path.join(root, BEST),
+            paths.join(root, BEST),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1,
                 create=True,
@@ -58,7 +58,7 @@ class Checkpoints:
 
         # Mid-epoch saves (`engine.midepoch`), numbered by global step, with the epoch's
         # running metric sums beside the state; made on first use (eval writes nothing).
-        self._mid_dir, self._mid_keep, self._async = os.path.join(root, MID), max_to_keep, single
+        self._mid_dir, self._mid_keep, self._async = paths.join(root, MID), max_to_keep, single
         self._mid: ocp.CheckpointManager | None = None
 
     def _mid_manager(self) -> ocp.CheckpointManager:
@@ -81,7 +81,7 @@ class Checkpoints:
 
     def latest_step(self) -> int | None:
         """The global step of the newest complete mid-epoch checkpoint, or None."""
-        if self._mid is None and not os.path.isdir(self._mid_dir):
+        if self._mid is None and not paths.is_dir(self._mid_dir):
             return None
         return self._mid_manager().latest_step()
 
@@ -114,7 +114,7 @@ class Checkpoints:
     def steps(self, which: str = LATEST) -> list[int]:
         """The numbers of the complete checkpoints of `which` (LATEST, BEST, MID), newest first."""
         if which == MID:
-            if self._mid is None and not os.path.isdir(self._mid_dir):
+            if self._mid is None and not paths.is_dir(self._mid_dir):
                 return []
             return sorted(self._mid_manager().all_steps(), reverse=True)
         return sorted(self._manager(which).all_steps(), reverse=True)
@@ -125,14 +125,15 @@ class Checkpoints:
         Orbax would refuse to save that step again while its folder exists.
         """
         manager = self._mid_manager() if which == MID else self._manager(which)
-        source = os.path.join(self.directory(which), str(number))
-        target = os.path.join(os.path.dirname(self._mid_dir), "damaged", f"{which}-{number}")
+        source = paths.join(self.directory(which), str(number))
+        folder = paths.join(self._root, "damaged")
+        target = paths.join(folder, f"{which}-{number}")
         suffix = 0
-        while os.path.exists(target + (f".{suffix}" if suffix else "")):
+        while paths.exists(target + (f".{suffix}" if suffix else "")):
             suffix += 1
         target += f".{suffix}" if suffix else ""
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(source, target)
+        paths.make_dirs(folder)
+        paths.move(source, target)
         manager.reload()
         return target
 

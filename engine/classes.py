@@ -8,10 +8,10 @@ test examples predicted wrong with the highest confidence.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
+
+from engine import paths
 
 CONFUSION_FILE = "confusion.png"
 MISTAKES_FILE = "mistakes.png"
@@ -78,7 +78,7 @@ def plot_confusion(path: str, matrix, names) -> None:
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
     ax.set_title("test confusion matrix")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    paths.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -106,7 +106,7 @@ def plot_mistakes(path: str, found: dict, names, limit: int = 16) -> int:
         ax.set_title(f"{true} as {pred}\n{found['confidence'][i]:.0%}", fontsize=8)
     fig.suptitle("most confidently wrong test examples (true as predicted, confidence)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    paths.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return len(wrong)
 
@@ -124,9 +124,9 @@ def per_class_report(setup, state) -> dict:
     one = plan.read(state) if plan.mode == "pmap" else state
     found = predictions(setup.program.infer, one, run.test_loader)
     out = scores(found["targets"], found["prediction"], names)
-    plot_confusion(os.path.join(setup.workdir, CONFUSION_FILE), out["confusion"], names)
+    plot_confusion(paths.join(setup.workdir, CONFUSION_FILE), out["confusion"], names)
     if info.is_image:
         out["mistakes_shown"] = plot_mistakes(
-            os.path.join(setup.workdir, MISTAKES_FILE), found, names
+            paths.join(setup.workdir, MISTAKES_FILE), found, names
         )
     return out

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 
+from engine import paths
 from engine.config import ConfigError
 
 LOCK_FILE = ".lock"
@@ -22,11 +23,16 @@ class WorkdirLock:
     guess about whether the old pid still lives. The file is removed on release; an acquirer
     that locked a file someone removed meanwhile sees that its inode is no longer the path's
     and tries again.
+
+    Object stores have no locks (nor a rename to build one from), so a remote workdir
+    (`gs://...`) is not locked: `acquire` says so, and keeping one run per workdir is up to
+    the user there.
     """
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, LOCK_FILE)
+        self.path = paths.join(workdir, LOCK_FILE)
         self._fd: int | None = None
+        self._remote = paths.is_remote(workdir)
 
     def acquire(self) -> str | None:
         """Takes the lock; returns a note when a dead run's lock was taken over, else None.
@@ -34,6 +40,8 @@ class WorkdirLock:
         Raises:
           ConfigError: another live process holds it (its pid and host are named).
         """
+        if self._remote:
+            return f"{os.path.dirname(self.path)} is remote and not locked: run one job on it"
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 
+from engine import paths
 from engine.callbacks import Callback
 
 TENSORBOARD_DIR = "tensorboard"
@@ -55,26 +58,48 @@ def scalars(record: dict) -> dict[str, float]:
 
 
 class TensorBoardLog(Callback):
-    """Writes each epoch's scalars to `<workdir>/tensorboard` (step = epoch)."""
+    """Writes each epoch's scalars to `<workdir>/tensorboard` (step = epoch).
+
+    tensorboardX writes local files (its own cloud writers need their own clients), so for a
+    remote workdir the event file is written in a local temporary folder and uploaded whole
+    after every epoch (it is small: a few hundred bytes an epoch); the folder is removed at
+    the end.
+    """
 
     def __init__(self, workdir: str, is_main: bool):
-        self.logdir, self.is_main = os.path.join(workdir, TENSORBOARD_DIR), is_main
-        self.writer = None
+        self.logdir, self.is_main = paths.join(workdir, TENSORBOARD_DIR), is_main
+        self.writer, self._local = None, None
 
     def on_fit_start(self, fit):
         if self.is_main:
             from tensorboardX import SummaryWriter
 
+            local = self.logdir
+            if paths.is_remote(self.logdir):
+                local = self._local = tempfile.mkdtemp(prefix="tensorboard-")
             # purge_step drops events a resumed run will write again (its later epochs).
-            self.writer = SummaryWriter(self.logdir, purge_step=fit.start_epoch + 1)
+            self.writer = SummaryWriter(local, purge_step=fit.start_epoch + 1)
 
     def on_epoch_end(self, epoch, record, state):
         if self.writer is not None:
             for tag, value in scalars(record).items():
                 self.writer.add_scalar(tag, value, epoch)
             self.writer.flush()
+            self._upload()
 
     def on_fit_end(self, fit, state):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+            self._upload()
+            if self._local is not None:
+                shutil.rmtree(self._local, ignore_errors=True)
+                self._local = None
+
+    def _upload(self) -> None:
+        if self._local is None:
+            return
+        paths.make_dirs(self.logdir)
+        for name in os.listdir(self._local):
+            with open(os.path.join(self._local, name), "rb") as f:
+                paths.write_bytes(paths.join(self.logdir, name), f.read())

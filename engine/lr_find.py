@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import jax
 import numpy as np
 
-from engine import loop, report
+from engine import loop, paths, report
 from engine.config import Config
 
 START, END, STEPS = 1e-7, 10.0, 300  # rates swept, and over how many steps
@@ -90,9 +89,9 @@ def find_lr(config: Config, **fit_kwargs) -> dict:
         "stopped": f"after {len(losses)} steps at lr {lrs[-1]:.3g}",
     }
     if plan.is_main:
-        os.makedirs(setup.workdir, exist_ok=True)
+        paths.make_dirs(setup.workdir)
         report.plot_xy(
-            os.path.join(setup.workdir, PLOT),
+            paths.join(setup.workdir, PLOT),
             lrs,
             finite,
             xlabel="lr",
@@ -104,7 +103,7 @@ def find_lr(config: Config, **fit_kwargs) -> dict:
         print(
             f"lr range test: {len(losses)} steps from {START:g}; lowest smoothed loss at lr "
             f"{result['min_loss_lr']:.3g}; suggested --lr={result['suggested_lr']:.3g} "
-            f"(plot: {os.path.join(setup.workdir, PLOT)})",
+            f"(plot: {paths.join(setup.workdir, PLOT)})",
             flush=True,
         )
     return result

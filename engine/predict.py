@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
-from engine import checkpoint, loop
+from engine import checkpoint, loop, paths
 from engine.config import Config, ConfigError, for_workdir, load_json
 from engine.data.source import DatasetInfo
 from engine.setup import CONFIG_FILE, ProgramFactory, Setup, prepare
@@ -153,8 +155,8 @@ def load(
     """
     if which not in (checkpoint.BEST, checkpoint.LATEST):
         raise ConfigError(f"which={which!r} is not valid; choose best or latest")
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, CONFIG_FILE)
+    if not paths.exists(path):
         raise ConfigError(f"{workdir} has no {CONFIG_FILE}; give the workdir of a trained run")
     settings = {"mode": "eval", "workdir": workdir, "parallel": "none", "progress": False}
     config = for_workdir(load_json(path), {**settings, **overrides}, source=path)
@@ -200,12 +202,12 @@ def read_inputs(spec: str, info: DatasetInfo) -> tuple[list[str], np.ndarray]:
       ConfigError: one line naming a missing path, a bad shape or an unknown column.
     """
     kind, _, path = spec.partition(":")
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise ConfigError(f"--inputs={spec}: {path} does not exist")
     shape = tuple(info.input_shape)
     if kind == "npy":
         try:
-            array = np.load(path, allow_pickle=False)
+            array = np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False)
         except ValueError as e:
             raise ConfigError(f"--inputs={spec}: not a NumPy .npy array ({e})") from None
         if array.shape == shape:
@@ -225,27 +227,31 @@ def _read_folder(spec: str, root: str, info: DatasetInfo):
 
     if not info.is_image:
         raise ConfigError(f"--inputs={spec}: {info.name} is a table; give csv: or npy: inputs")
-    paths = sorted(
-        os.path.join(d, f)
-        for d, _, files in os.walk(root)
-        for f in files
-        if f.lower().endswith(folder.IMAGE_EXTENSIONS)
-    )
-    if not paths:
+    if paths.is_remote(root):
+        found = [os.fspath(p) for p in epath.Path(root).glob("**/*") if p.is_file()]
+    else:
+        found = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+    files = sorted(f for f in found if f.lower().endswith(folder.IMAGE_EXTENSIONS))
+    if not files:
         raise ConfigError(f"--inputs={spec}: no {'/'.join(folder.IMAGE_EXTENSIONS)} images")
     height, width, channels = info.input_shape
-    try:
-        images = [folder.read_image(p, (height, width), channels) for p in paths]
-    except ValueError as e:
-        raise ConfigError(f"--inputs={spec}: {e}") from None
-    return [os.path.relpath(p, root) for p in paths], np.stack(images)
+    images = []
+    for file in files:
+        # PIL opens local paths itself and anything else from the bytes.
+        source = io.BytesIO(paths.read_bytes(file)) if paths.is_remote(file) else file
+        try:
+            images.append(folder.read_image(source, (height, width), channels))
+        except ValueError as e:
+            raise ConfigError(f"--inputs={spec}: {file}: {e}") from None
+    start = len(root.rstrip("/")) + 1
+    return [f[start:] for f in files], np.stack(images)
 
 
 def _read_csv(spec: str, path: str, info: DatasetInfo):
     if info.is_image:
         raise ConfigError(f"--inputs={spec}: {info.name} has images; give folder: or npy:")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    text = paths.read_bytes(path).decode("utf-8-sig")
+    rows = [row for row in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in row)]
     if not rows:
         raise ConfigError(f"--inputs={spec} is empty")
     features = info.feature_names or tuple(f"x{i}" for i in range(info.input_shape[0]))
@@ -301,9 +307,9 @@ def write_predictions(config: Config) -> str:
     info = predictor.info
     names, inputs = read_inputs(config.inputs, info)
     result = predictor.infer(inputs)
-    output = config.output or os.path.join(config.resolved_workdir(), PREDICTIONS_FILE)
+    output = config.output or paths.join(config.resolved_workdir(), PREDICTIONS_FILE)
     prediction = result["prediction"]
-    with open(output, "w", newline="", encoding="utf-8") as f:
+    with io.StringIO(newline="") as f:
         writer = csv.writer(f)
         if "confidence" in result:  # a classifier (an embedding has none)
             classes = info.class_names or tuple(str(i) for i in range(info.num_classes))
@@ -319,6 +325,7 @@ def write_predictions(config: Config) -> str:
             writer.writerow(["input", *heads])
             for name, row in zip(names, values, strict=True):
                 writer.writerow([name, *(f"{float(v):.6g}" for v in row)])
+        paths.write_text(output, f.getvalue())
     print(
         f"wrote {len(names)} predictions ({predictor.which} checkpoint from epoch "
         f"{predictor.epoch}) to {output}",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
+
+from engine import paths
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -84,11 +85,10 @@ def read_metrics(workdir: str) -> list[dict]:
 
     A last line cut short by a killed process is dropped (the resume rewrites the file).
     """
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, METRICS_FILE)
+    if not paths.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = paths.read_text(path)
     records = []
     lines = text.split("\n")
     for i, line in enumerate(lines):
@@ -104,26 +104,23 @@ def read_metrics(workdir: str) -> list[dict]:
 
 def rewrite_metrics(workdir: str, records: list[dict]) -> None:
     """Replaces `metrics.jsonl` atomically (a resumed run drops epochs past its checkpoint)."""
-    path = os.path.join(workdir, METRICS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    text = "".join(dumps(record, sort_keys=True) + "\n" for record in records)
+    paths.write_text(paths.join(workdir, METRICS_FILE), text)
 
 
 def append_metrics(workdir: str, record: dict) -> None:
     """Appends one record to `metrics.jsonl` (no timings, so equal runs give equal files)."""
-    with open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8") as f:
-        f.write(dumps(record, sort_keys=True) + "\n")
+    path, line = paths.join(workdir, METRICS_FILE), dumps(record, sort_keys=True) + "\n"
+    if paths.is_remote(path):  # an object cannot be appended to: rewrite the (small) file
+        paths.write_text(path, (paths.read_text(path) if paths.exists(path) else "") + line)
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
 
 
 def write_json(workdir: str, name: str, payload: dict) -> None:
     """Writes `payload` to `<workdir>/<name>` atomically."""
-    path = os.path.join(workdir, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(dumps(payload, indent=2, sort_keys=True))
-    os.replace(path + ".tmp", path)
+    paths.write_text(paths.join(workdir, name), dumps(payload, indent=2, sort_keys=True))
 
 
 def plot_curves(workdir: str, records: list[dict], metric: str) -> str:
@@ -149,8 +146,7 @@ def plot_curves(workdir: str, records: list[dict], metric: str) -> str:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = os.path.join(workdir, CURVES_FILE)
-    fig.savefig(path, dpi=100)
+    path = paths.save_figure(fig, paths.join(workdir, CURVES_FILE), dpi=100)
     plt.close(fig)
     return path
 
@@ -181,6 +177,6 @@ def plot_xy(path: str, x, y, *, xlabel: str, ylabel: str, logx: bool = False, ma
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    paths.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 
 import jax
 import numpy as np
 
-from engine import report
+from engine import paths, report
 from engine.config import Config, load_json
 
 CV_FILE = "cv.json"
@@ -20,7 +19,7 @@ def fold_configs(config: Config) -> list[Config]:
     """The configuration of each fold's run: `fold=k` in `WORKDIR/fold-k`."""
     root = config.resolved_workdir()
     return [
-        dataclasses.replace(config, workdir=os.path.join(root, f"fold-{k}"), fold=k)
+        dataclasses.replace(config, workdir=paths.join(root, f"fold-{k}"), fold=k)
         for k in range(1, config.cv_folds + 1)
     ]
 
@@ -29,7 +28,7 @@ def refit_config(config: Config, epochs: int) -> Config:
     """The refit: every non-test row, `epochs` epochs (no early stop), in `WORKDIR/refit`."""
     return dataclasses.replace(
         config,
-        workdir=os.path.join(config.resolved_workdir(), "refit"),
+        workdir=paths.join(config.resolved_workdir(), "refit"),
         fold=-1,
         epochs=epochs,
         early_stopping=0,
@@ -38,14 +37,13 @@ def refit_config(config: Config, epochs: int) -> Config:
 
 def _finished(config: Config) -> dict | None:
     """The saved results of a fold run completed with exactly this configuration, or None."""
-    results = os.path.join(config.workdir, report.RESULTS_FILE)
-    saved = os.path.join(config.workdir, "config.json")
-    if not (os.path.exists(results) and os.path.exists(saved)):
+    results = paths.join(config.workdir, report.RESULTS_FILE)
+    saved = paths.join(config.workdir, "config.json")
+    if not (paths.exists(results) and paths.exists(saved)):
         return None
     if load_json(saved) != config.to_dict():
         return None  # other settings (e.g. more --epochs): the fold's run continues
-    with open(results, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(paths.read_text(results))
 
 
 def summarize(folds: list[dict]) -> dict:
@@ -135,7 +133,7 @@ def cross_validate(config: Config, *, callbacks=(), **fit_kwargs) -> dict:
             return {"stopped_at_fold": -1, **refit}
         result["refit"] = {"epochs": epochs, "test": refit["test"]}
     if is_main:
-        os.makedirs(config.resolved_workdir(), exist_ok=True)
+        paths.make_dirs(config.resolved_workdir())
         report.write_json(config.resolved_workdir(), CV_FILE, _strict(result))
     return result
 

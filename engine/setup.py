@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 
 import architectures
 import losses
-from engine import metric_learning, optim, parallel
+from engine import compile_cache, metric_learning, optim, parallel, paths
 from engine.build import Run, build
-from engine.config import Config, ConfigError, load_json, validate
+from engine.config import Config, ConfigError, load_json
 from engine.programs import Program
 from engine.programs import distill as distill_lib
 from engine.programs import supervised as supervised_lib
+from engine.validation import validate
 
 CONFIG_FILE = "config.json"
 
@@ -144,6 +145,7 @@ def prepare(
       program: a program factory `(config, run, axis_name) -> Program` instead of the
         supervised one.
     """
+    compile_cache.enable(config.compile_cache)  # before anything compiles
     import_plugins(config.plugins)
     if model is not None and config.arch in architectures.names():
         config = dataclasses.replace(config, arch=type(model).__name__)
@@ -180,14 +182,14 @@ def prepare(
 
 def check_workdir(config: Config, workdir: str) -> None:
     """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
+    if paths.exists(workdir) and not paths.is_dir(workdir):
         raise ConfigError(f"--workdir={workdir} is a file, not a folder; choose another path")
     if config.init_from and config.mode == "train":
         from engine.finetune import source_checkpoint
 
         source_checkpoint(config.init_from)  # before anything is written
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, CONFIG_FILE)
+    if not paths.exists(path):
         if config.mode != "train":
             raise ConfigError(
                 f"--mode={config.mode} needs a trained workdir; {workdir} has no {CONFIG_FILE}"

@@ -18,7 +18,8 @@ import optuna
 
 from engine import report
 from engine.callbacks import Callback, monitored
-from engine.config import Config, ConfigError, validate
+from engine.config import Config, ConfigError
+from engine.validation import validate
 
 # The heartbeat and retry of dead workers' trials are "experimental" in optuna 5; they are
 # what lets a killed search resume, so their warnings would only be noise to users.

@@ -10,7 +10,6 @@ the model against the data, and (on resume) that the saved state fits this confi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -26,6 +25,7 @@ from engine import (
     midepoch,
     optim,
     parallel,
+    paths,
     profile,
     report,
 )
@@ -196,7 +196,7 @@ def fit(
 
     held = lock.WorkdirLock(workdir)
     if plan.is_main:  # before anything writes: the checkpoint managers create folders
-        os.makedirs(workdir, exist_ok=True)
+        paths.make_dirs(workdir)
         note = held.acquire()  # refuses a workdir another run is training in
         if note:
             say(note)
@@ -248,8 +248,7 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervis
         if restored is None and (config.init_from or config.freeze):
             host_state = _fine_tune_start(host_state, config, say)
         if plan.is_main:  # every check passed: now the workdir may change
-            with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
-                f.write(config.to_json())
+            paths.write_text(paths.join(workdir, CONFIG_FILE), config.to_json())
         state = plan.place_state(host_state) if state is None else state
         del host_state
         fit_ = loop.Fit(

@@ -132,6 +132,10 @@ CASES = [
     (["--mode=predict", "--inputs=npy:{r}/missing.npy"], "missing.npy"),
     (["--workdir={r}/glob[1]"], "contains one of []*?"),
     (["--workdir={r}/a_file"], "a_file"),
+    (["--data_dir=gs://bucket/tfds"], "--data_dir=gs://bucket/tfds is remote"),
+    (["--dataset=csv:gs://bucket/t.csv", "--target=a"], "is remote; only --workdir"),
+    (["--profile=2:4", "--workdir=gs://bucket/run"], "(with --profile)=gs://bucket/run is remote"),
+    (["--compile_cache="], "--compile_cache must be on, off or a folder"),
     (["--workdir=/sys/jaxtrain_run"], "/sys/jaxtrain_run"),  # not creatable, even by root
 ]
 

@@ -10,10 +10,9 @@ each new finding once) and at the end (writing `doctor.json`); `python run.py --
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 
-from engine import report
+from engine import paths, report
 from engine.callbacks import Callback
 from engine.doctor import curves, gan, rules
 from engine.doctor.compare import degradation
@@ -155,15 +154,15 @@ def read_workdir(workdir: str) -> tuple[dict, list[dict], dict]:
     """
     from engine.config import ConfigError, load_json
 
-    if not os.path.exists(os.path.join(workdir, "config.json")):
+    if not paths.exists(paths.join(workdir, "config.json")):
         raise ConfigError(f"--mode=doctor needs a trained workdir; {workdir} has no config.json")
     records = report.read_metrics(workdir)
     if not records:
         raise ConfigError(f"--mode=doctor: {workdir} has no {report.METRICS_FILE}; train first")
-    config = load_json(os.path.join(workdir, "config.json"))
+    config = load_json(paths.join(workdir, "config.json"))
     ctx = {}
-    path = os.path.join(workdir, DOCTOR_FILE)
-    if os.path.exists(path):
+    path = paths.join(workdir, DOCTOR_FILE)
+    if paths.exists(path):
         ctx = load_json(path).get("context", {})
     if not ctx:  # a run trained before the doctor: what the config alone says
         keys = ("dataset", "arch", "depth", "hidden_sizes", "activation", "loss", "lr", "epochs")

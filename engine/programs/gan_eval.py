@@ -8,15 +8,15 @@ a fake, turning the sums into the numbers users read, and drawing the grid of sa
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engine import steps
+from engine import paths, steps
 from engine.callbacks import Callback
 from engine.config import ConfigError
 
@@ -148,11 +148,10 @@ class SampleGrid(Callback):
             return
         sub = self.fit.plan.read({k: state["generator"][k] for k in ("params", "batch_stats")})
         images = np.asarray(self._sample(sub, self.noise))
-        folder = os.path.join(self.fit.workdir, SAMPLES_DIR)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"epoch_{epoch:03d}.png")
-        write_grid(path, images)
-        write_grid(os.path.join(self.fit.workdir, "samples.png"), images)
+        folder = paths.join(self.fit.workdir, SAMPLES_DIR)
+        paths.make_dirs(folder)
+        write_grid(paths.join(folder, f"epoch_{epoch:03d}.png"), images)
+        write_grid(paths.join(self.fit.workdir, "samples.png"), images)
 
 
 def write_grid(path: str, images: np.ndarray) -> str:
@@ -173,10 +172,10 @@ def write_grid(path: str, images: np.ndarray) -> str:
         r, col = divmod(i, side)
         y, x = gap + r * (h + gap), gap + col * (w + gap)
         grid[y : y + h, x : x + w] = pixels[i]
-    tmp = path + ".tmp.png"
+    buffer = io.BytesIO()
     if c == 1:
-        plt.imsave(tmp, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+        plt.imsave(buffer, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
     else:
-        plt.imsave(tmp, grid)
-    os.replace(tmp, path)  # a reader never sees half a file
+        plt.imsave(buffer, grid, format="png")
+    paths.write_bytes(path, buffer.getvalue())  # whole: a reader never sees half a file
     return path

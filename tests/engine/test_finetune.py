@@ -22,6 +22,18 @@ def test_merge_loads_matching_paths_and_reports_the_rest():
     assert loaded == [] and kept[0] == "dense0/kernel (not selected by --init_params)"
 
 
+def test_a_fresh_head_on_loaded_parameters_starts_at_zero():
+    # Big Transfer's rule (Kolesnikov et al. 2020, s3.3): the new head's logits start at 0.
+    params = {"dense0": {"kernel": np.ones((4, 3))}, "head": {"kernel": np.ones((3, 5))}}
+    kept = ["head/kernel (shape (3, 5), source (3, 10))", "dense0/kernel (not in the source)"]
+    tree, zeroed = finetune.zero_fresh_head(params, kept)
+    assert zeroed == ["head/kernel"]
+    np.testing.assert_array_equal(tree["head"]["kernel"], np.zeros((3, 5)))
+    np.testing.assert_array_equal(tree["dense0"]["kernel"], np.ones((4, 3)))  # hidden: kept
+    _, zeroed = finetune.zero_fresh_head(params, [])  # a loaded head stays as loaded
+    assert zeroed == []
+
+
 def test_init_from_with_a_frozen_layer(data_dir, tmp_path, capsys):
     source, target = str(tmp_path / "source"), str(tmp_path / "target")
     config = fast_config(data_dir, source, epochs=1)
@@ -38,6 +50,7 @@ def test_init_from_with_a_frozen_layer(data_dir, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "loaded 2 parameter tensors; re-initialised: head/bias (not selected" in out
+    assert "zero-initialised: head/bias, head/kernel" in out
     assert "frozen (2): dense0/bias, dense0/kernel" in out
     before = read_state(os.path.join(source, "checkpoints", "latest", "1", "state"))["params"]
     after = read_state(os.path.join(target, "checkpoints", "latest", "1", "state"))["params"]

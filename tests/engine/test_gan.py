@@ -14,9 +14,10 @@ from test_resume_kills import _start_and_signal
 
 import engine
 from benchmarks import kill_resume
-from engine.config import Config, ConfigError, validate
+from engine.config import Config, ConfigError
 from engine.doctor import gan as gan_rules
 from engine.programs import gan
+from engine.validation import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

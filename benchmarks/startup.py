@@ -1,0 +1,99 @@
+"""Time to the first training step, first start (empty compilation cache) vs second start.
+
+Each trial is a fresh process (`python -c DRIVER`) that notes the time before importing
+anything, runs `engine.fit` with the run.py defaults plus `--arch`, and stops after the first
+training step has finished on the device (a callback blocks on it once). "first start" gets an
+empty cache folder (`XDG_CACHE_HOME` of its own), "second start" the folder a run filled;
+trials alternate between the two so load changes hit both. `--compile_cache=off` is the
+third column: what every start cost before the cache.
+
+Usage: python benchmarks/startup.py [--archs=mlp,resnet] [--trials=3] [--data_dir=DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DRIVER = r"""
+import time
+start = time.monotonic()
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import jax
+import engine
+from engine.callbacks import Callback
+
+class FirstStep(Callback):
+    seconds = None
+    def on_step(self, step, state, totals):
+        if self.seconds is None:
+            jax.block_until_ready(totals)
+            self.seconds = time.monotonic() - start
+            self.fit.stop("first step done")
+
+first = FirstStep()
+settings = json.loads(sys.argv[2])
+engine.fit(engine.Config(**settings), callbacks=[first])
+print(json.dumps({"first_step": first.seconds}))
+"""
+
+
+def _trial(arch: str, cache: str, data_dir: str, workdir: str) -> float:
+    settings = {"arch": arch, "workdir": workdir, "progress": False, "doctor": False}
+    if data_dir:
+        settings["data_dir"] = data_dir
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    if cache == "off":
+        settings["compile_cache"] = "off"
+    else:
+        env["XDG_CACHE_HOME"] = cache
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, ROOT, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if done.returncode:
+        raise SystemExit(f"trial failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["first_step"]
+
+
+def main() -> int:
+    """Alternates first / second / uncached starts per architecture; prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default="mlp,resnet")
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--data_dir", default="")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs.split(","):
+            warm = os.path.join(tmp, f"warm-{arch}")
+            _trial(arch, warm, args.data_dir, os.path.join(tmp, f"fill-{arch}"))  # fills it
+            times = {"first": [], "second": [], "off": []}
+            for t in range(args.trials):
+                for kind in times:
+                    cache = {"first": os.path.join(tmp, f"cold-{arch}-{t}"), "second": warm}
+                    workdir = os.path.join(tmp, f"{arch}-{kind}-{t}")
+                    times[kind].append(_trial(arch, cache.get(kind, "off"), args.data_dir, workdir))
+                    print(f"{arch} {kind} start: {times[kind][-1]:.2f} s", flush=True)
+            rows.append((arch, {k: statistics.median(v) for k, v in times.items()}))
+    print(f"\nload average {os.getloadavg()[0]:.1f}; medians of {args.trials} trials\n")
+    print("| arch | first start | second start | cache off | second / first |")
+    print("|---|---|---|---|---|")
+    for arch, m in rows:
+        print(f"| {arch} | {m['first']:.2f} s | {m['second']:.2f} s | {m['off']:.2f} s | "
+              f"{m['second'] / m['first']:.2f} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
