@@ -16,7 +16,7 @@ from absl import app, flags, logging
 
 import run
 from engine import config as config_lib
-from engine import validation
+from engine import paths, validation
 
 flags.DEFINE_string("study_dir", "", "the study's directory: study.db, trial-N, the report")
 flags.DEFINE_integer(
@@ -51,7 +51,7 @@ def main(argv) -> int:
     try:
         if not FLAGS.study_dir:
             raise config_lib.ConfigError("--study_dir=DIR is required (the study lives there)")
-        if "://" in FLAGS.study_dir:  # optuna's SQLite storage is a local file
+        if paths.is_remote(FLAGS.study_dir):  # optuna's SQLite storage is a local file
             raise config_lib.ConfigError(
                 f"--study_dir={FLAGS.study_dir} is remote; the study's SQLite file needs a local "
                 "or shared (NFS) folder"
