@@ -133,7 +133,7 @@ def initialise(host_state, config, say):
     stats, stats_loaded, stats_kept = merge(
         host_state.batch_stats, source["batch_stats"], config.init_params
     )
-    params, zeroed = zero_fresh_head(params, kept) if loaded else (params, [])
+    params, zeroed = zero_fresh_head(params, loaded) if loaded else (params, [])
     say(
         f"init from {where}: loaded {len(loaded)} parameter tensors"
         + (f" and {len(stats_loaded)} BatchNorm statistics" if stats_loaded else "")
@@ -143,8 +143,8 @@ def initialise(host_state, config, say):
     return host_state.replace(params=params, batch_stats=stats)
 
 
-def zero_fresh_head(params, kept: list[str]):
-    """`params` with the classifier head set to zeros where `merge` kept it fresh.
+def zero_fresh_head(params, loaded: list[str]):
+    """`params` with the classifier head set to zeros where `merge` did not load it.
 
     A new head on loaded features starts at zero, as Big Transfer does (Kolesnikov et al.
     2020, s3.3): its first logits are all 0 (loss ln C) instead of a random projection of
@@ -158,12 +158,11 @@ def zero_fresh_head(params, kept: list[str]):
     Returns:
       `(params, zeroed)`: the tree and the paths set to zero.
     """
-    fresh = {line.split(" (")[0] for line in kept}
-    zeroed = []
+    loaded, zeroed = set(loaded), []
 
     def pick(path, value):
         name = path_name(path)
-        if name in fresh and name.split("/")[0] == HEAD:
+        if name not in loaded and name.split("/")[0] == HEAD:
             zeroed.append(name)
             return np.zeros_like(np.asarray(value))
         return value

@@ -55,6 +55,26 @@ def _validate_selection(config: Config) -> None:
         )
 
 
+def _validate_paths(config: Config) -> None:
+    """The checks of where a run reads and writes: which paths may be remote, workdir names."""
+    local_only = {"--data_dir": config.data_dir, "--dataset": config.dataset.partition(":")[2]}
+    local_only["--workdir (with --profile)"] = config.workdir if config.profile else ""
+    local_only["--compile_cache"] = config.compile_cache
+    if not config.compile_cache:
+        raise ConfigError("--compile_cache must be on, off or a folder")
+    for flag, value in local_only.items():
+        if paths.is_remote(value):
+            # array_record (prepared data), PIL and the profiler read and write local files.
+            raise ConfigError(
+                f"{flag}={value} is remote; only --workdir, --inputs, --init_from, --teacher and "
+                "--judge may be: copy the data to a local disk or mount the bucket (gcsfuse)"
+            )
+    if any(c in config.workdir for c in "[]*?"):
+        # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
+        # find its own checkpoints.
+        raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
+
+
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ConfigError(f"--{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
@@ -145,22 +165,7 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         raise ConfigError(f"--hidden_sizes must be positive integers, got {config.hidden_sizes}")
     if config.dataset.startswith("csv:") and not config.target:
         raise ConfigError("a csv: dataset needs --target=COLUMN naming the column to predict")
-    local_only = {"--data_dir": config.data_dir, "--dataset": config.dataset.partition(":")[2]}
-    local_only["--workdir (with --profile)"] = config.workdir if config.profile else ""
-    local_only["--compile_cache"] = config.compile_cache
-    if not config.compile_cache:
-        raise ConfigError("--compile_cache must be on, off or a folder")
-    for flag, value in local_only.items():
-        if paths.is_remote(value):
-            # array_record (prepared data), PIL and the profiler read and write local files.
-            raise ConfigError(
-                f"{flag}={value} is remote; only --workdir, --inputs, --init_from, --teacher and "
-                "--judge may be: copy the data to a local disk or mount the bucket (gcsfuse)"
-            )
-    if any(c in config.workdir for c in "[]*?"):
-        # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
-        # find its own checkpoints.
-        raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
+    _validate_paths(config)
     for name in ("checkpoint_every", "checkpoint_minutes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
