@@ -55,39 +55,8 @@ def _validate_selection(config: Config) -> None:
         )
 
 
-def _validate_paths(config: Config) -> None:
-    """The checks of where a run reads and writes: which paths may be remote, workdir names."""
-    local_only = {"--data_dir": config.data_dir, "--dataset": config.dataset.partition(":")[2]}
-    local_only["--workdir (with --profile)"] = config.workdir if config.profile else ""
-    local_only["--compile_cache"] = config.compile_cache
-    if not config.compile_cache:
-        raise ConfigError("--compile_cache must be on, off or a folder")
-    for flag, value in local_only.items():
-        if paths.is_remote(value):
-            # array_record (prepared data), PIL and the profiler read and write local files.
-            raise ConfigError(
-                f"{flag}={value} is remote; only --workdir, --inputs, --init_from, --teacher and "
-                "--judge may be: copy the data to a local disk or mount the bucket (gcsfuse)"
-            )
-    if any(c in config.workdir for c in "[]*?"):
-        # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
-        # find its own checkpoints.
-        raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
-
-
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"--{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
-
-
-def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = False) -> Config:
-    """Checks everything that can be checked without data; raises ConfigError (one line).
-
-    Registry names (arch, loss, augment) are checked against their registries, so a typo lists
-    the valid names (unless the caller supplies its own model or loss: `custom_arch`,
-    `custom_loss`). Data-dependent checks (batch size against the split, loss against the task)
-    happen in `engine.train` once the dataset's description is known, still before any training.
-    """
+def _validate_names(config: Config, *, custom_arch: bool, custom_loss: bool) -> Config:
+    """The checks of named choices; a GAN program first takes its recipe (returned)."""
     import architectures
     import losses
     from engine.data import augment
@@ -120,12 +89,16 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
     _choice("batchnorm", config.batchnorm, BATCHNORM)
     _choice("augment", config.augment, tuple(augment.names()))
     _choice("on_nan", config.on_nan, ON_NAN)
+    return config
+
+
+def _validate_numbers(config: Config) -> None:
+    """The checks of numeric settings: finite, positive, fractions and ranges."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if isinstance(value, float) and not math.isfinite(value):
             # inf and nan pass every comparison-based range check below, then break training.
             raise ConfigError(f"--{field.name} must be a finite number, got {value}")
-
     positive = {
         "lr": config.lr,
         "batch_size": config.batch_size,
@@ -163,6 +136,43 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         raise ConfigError(f"--momentum must be in [0, 1), got {config.momentum}")
     if any(h <= 0 for h in config.hidden_sizes) or not config.hidden_sizes:
         raise ConfigError(f"--hidden_sizes must be positive integers, got {config.hidden_sizes}")
+
+
+def _validate_paths(config: Config) -> None:
+    """The checks of where a run reads and writes: which paths may be remote, workdir names."""
+    local_only = {"--data_dir": config.data_dir, "--dataset": config.dataset.partition(":")[2]}
+    local_only["--workdir (with --profile)"] = config.workdir if config.profile else ""
+    local_only["--compile_cache"] = config.compile_cache
+    if not config.compile_cache:
+        raise ConfigError("--compile_cache must be on, off or a folder")
+    for flag, value in local_only.items():
+        if paths.is_remote(value):
+            # array_record (prepared data), PIL and the profiler read and write local files.
+            raise ConfigError(
+                f"{flag}={value} is remote; only --workdir, --inputs, --init_from, --teacher and "
+                "--judge may be: copy the data to a local disk or mount the bucket (gcsfuse)"
+            )
+    if any(c in config.workdir for c in "[]*?"):
+        # orbax treats checkpoint paths as glob patterns: such a run trains, then fails to
+        # find its own checkpoints.
+        raise ConfigError(f"--workdir={config.workdir!r} contains one of []*?; choose another path")
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"--{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = False) -> Config:
+    """Checks everything that can be checked without data; raises ConfigError (one line).
+
+    Registry names (arch, loss, augment) are checked against their registries, so a typo lists
+    the valid names (unless the caller supplies its own model or loss: `custom_arch`,
+    `custom_loss`). Data-dependent checks (batch size against the split, loss against the task)
+    happen in `engine.train` once the dataset's description is known, still before any training.
+    """
+    config = _validate_names(config, custom_arch=custom_arch, custom_loss=custom_loss)
+    _validate_numbers(config)
     if config.dataset.startswith("csv:") and not config.target:
         raise ConfigError("a csv: dataset needs --target=COLUMN naming the column to predict")
     _validate_paths(config)
