@@ -78,6 +78,8 @@ _HELP = {
     "aux_heads": "GoogLeNet's auxiliary classifiers (training only)",
     "aux_weight": "weight of each auxiliary classifier's loss",
     "dtype": f"compute dtype: {'|'.join(config_lib.DTYPES)} (parameters stay float32)",
+    "conv": "convolution lowering: auto (matmuls on CPU, XLA's convolution on GPU/TPU) or xla "
+    "(XLA's everywhere); parameters and results are the same",
     "loss": f"loss: {'|'.join(losses.names())}",
     "label_smoothing": "label smoothing for cross_entropy and kl_divergence",
     "delta": "huber's delta and smooth_l1's beta",

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from architectures.batchnorm import BatchNorm
+from architectures.conv_lowering import conv_function
 
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
 INITS = ("lecun", "he", "xavier", "normal")
@@ -222,7 +223,8 @@ class ConvUnit(nn.Module):
         zero_init: start with a zero output (zero BatchNorm scale, or zero kernel without BN).
         batchnorm: add BatchNorm after the conv.
         act: apply the activation (off for a block's last unit or for logits).
-        activation, leaky_slope, initializer, dtype, bn_axis_name, bn_epsilon: as the parent net.
+        activation, leaky_slope, initializer, dtype, bn_axis_name, bn_epsilon, conv: as the
+            parent net.
     """
 
     features: int
@@ -239,6 +241,7 @@ class ConvUnit(nn.Module):
     bn_axis_name: str | None = None
     bn_epsilon: float = BN_EPSILON
     zero_init: bool = False
+    conv: str = "auto"
 
     @nn.compact
     def __call__(
@@ -258,6 +261,7 @@ class ConvUnit(nn.Module):
             kernel_init=nn.initializers.zeros if zero_kernel else kernel_init(self.initializer),
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            conv_general_dilated=conv_function(self.conv),
             name="conv",
         )(x)
         if self.batchnorm:
@@ -292,6 +296,9 @@ class Net(nn.Module):
         batchnorm: whether the net uses BatchNorm.
         dtype: compute dtype (e.g. bfloat16); parameters stay float32 and outputs are float32.
         bn_axis_name: BatchNorm `axis_name` for statistics across devices under pmap; None outside.
+        conv: convolution lowering, "auto" (shifted matmuls on CPU, XLA's convolution on GPU and
+            TPU; `architectures.conv_lowering`) or "xla" (XLA's everywhere). Parameters and
+            results are the same either way.
     """
 
     num_classes: int | None = None
@@ -302,6 +309,7 @@ class Net(nn.Module):
     batchnorm: bool = False
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    conv: str = "auto"
 
     @nn.nowrap
     def act(self, x: jax.Array) -> jax.Array:
@@ -321,6 +329,7 @@ class Net(nn.Module):
             "batchnorm": self.batchnorm,
             "dtype": self.dtype,
             "bn_axis_name": self.bn_axis_name,
+            "conv": self.conv,
         }
         options.update(overrides)
         return options

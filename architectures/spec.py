@@ -8,6 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from architectures.conv_lowering import LOWERINGS
 from architectures.layers import ACTIVATIONS, INITS
 
 # Options every family accepts (the shared flags); families add their own.
@@ -19,6 +20,7 @@ SHARED_OPTIONS = (
     "batchnorm",
     "dtype",
     "bn_axis_name",
+    "conv",
 )
 
 
@@ -153,6 +155,7 @@ VALIDATORS: Mapping[str, Callable[[str, Any, ArchSpec], Any]] = {
     "batchnorm": _bool,
     "dtype": _dtype,
     "bn_axis_name": _axis_name,
+    "conv": _choice(LOWERINGS),
     "depth": _depth,
     "hidden_sizes": _hidden_sizes,
     "width": _positive,

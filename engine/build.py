@@ -93,6 +93,7 @@ def model_options(config: Config, spec, axis_name: str | None) -> dict:
         "hidden_sizes": tuple(config.hidden_sizes),
         "aux_heads": config.aux_heads,
         "bn_axis_name": axis_name,
+        "conv": config.conv,
     }
     explicit = {"depth": config.depth != 0, "width": config.width != 1.0}
     for name, is_set in explicit.items():

@@ -67,6 +67,7 @@ EVAL_OVERRIDES = (
     "streaming",
     "progress",
     "compile_cache",
+    "conv",
     "inputs",
     "output",
 )
@@ -120,6 +121,9 @@ class Config:
     aux_heads: bool = True
     aux_weight: float = 0.3
     dtype: str = "float32"
+    # How convolutions are lowered: auto (matmuls on CPU, XLA's own on GPU/TPU) or xla (XLA's
+    # everywhere); parameters do not depend on it, so it is not a model field.
+    conv: str = "auto"
 
     # Loss.
     loss: str = "cross_entropy"

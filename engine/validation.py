@@ -6,6 +6,7 @@ import dataclasses
 import math
 import re
 
+from architectures import conv_lowering
 from engine import paths
 from engine.config import (
     BALANCE,
@@ -87,6 +88,7 @@ def _validate_names(config: Config, *, custom_arch: bool, custom_loss: bool) -> 
     _choice("streaming", config.streaming, STREAMING)
     _choice("lr_scaling", config.lr_scaling, LR_SCALING)
     _choice("batchnorm", config.batchnorm, BATCHNORM)
+    _choice("conv", config.conv, conv_lowering.LOWERINGS)
     _choice("augment", config.augment, tuple(augment.names()))
     _choice("on_nan", config.on_nan, ON_NAN)
     return config
