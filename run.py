@@ -97,7 +97,10 @@ _HELP = {
     "grad_accum_steps": "accumulate gradients over this many batches per update",
     "batch_size": "global batch size (split over all devices and processes)",
     "eval_batch_size": "batch size for validation and test (0: --batch_size)",
-    "epochs": "number of epochs of the planned run",
+    "epochs": "number of epochs of the planned run (0: automatic, at least 30 epochs and "
+    "--min_updates optimizer updates, at most 1000 epochs)",
+    "min_updates": "--epochs=0: the fewest optimizer updates the run makes (small datasets "
+    "train for more epochs)",
     "init_from": "WORKDIR[:best|latest]: start from that run's parameters and BatchNorm "
     "statistics (those whose path and shape match; the rest, e.g. a new head, start fresh)",
     "init_params": "regex of the parameter paths --init_from loads, e.g. '^(conv|dense0)' "
@@ -162,6 +165,8 @@ _HELP = {
 
 def _define_flags() -> None:
     for field in dataclasses.fields(config_lib.Config):
+        if field.name in config_lib.INTERNAL_FIELDS:
+            continue
         default, helptext = getattr(_C, field.name), _HELP[field.name]
         if isinstance(default, bool):
             flags.DEFINE_bool(field.name, default, helptext)
@@ -186,7 +191,7 @@ def _explicit_values() -> dict:
     """The Config values of the flags given on the command line (typed as the fields)."""
     values = {}
     for field in dataclasses.fields(config_lib.Config):
-        if not FLAGS[field.name].present:
+        if field.name in config_lib.INTERNAL_FIELDS or not FLAGS[field.name].present:
             continue
         value = FLAGS[field.name].value
         if field.name in ("hidden_sizes", "classes"):
@@ -211,7 +216,9 @@ def _config_from_flags() -> config_lib.Config:
     if FLAGS.config:
         saved = config_lib.load_json(FLAGS.config)
         base = config_lib.Config.from_dict(saved, source=FLAGS.config)
-        return dataclasses.replace(base, **explicit)
+        # The file's values count as given: its recipe and epoch count were resolved already.
+        given = sorted((set(saved) | set(explicit)) - set(config_lib.INTERNAL_FIELDS))
+        return dataclasses.replace(base, **explicit, given=tuple(given))
     mode = explicit.get("mode", _C.mode)
     if mode in ("eval", "predict"):
         workdir = explicit.get("workdir") or config_lib.Config(**explicit).resolved_workdir()
@@ -224,7 +231,8 @@ def _config_from_flags() -> config_lib.Config:
         return config_lib.for_workdir(
             config_lib.load_json(path), {**explicit, "workdir": workdir}, source=path
         )
-    return config_lib.Config(**explicit)
+    # `given` tells engine.defaults which flags were set, even to their default values.
+    return config_lib.Config(**explicit, given=tuple(sorted(explicit)))
 
 
 def _init_distributed(config: config_lib.Config) -> None:

@@ -60,6 +60,9 @@ SPEC = ArchSpec(
     default_dropout=0.5,
     options=(*SHARED_OPTIONS, "width"),
     description="AlexNet: 5 convs (64-192-384-256-256) + 3 FC with dropout 0.5, ReLU",
+    # Krizhevsky et al. (2012), section 5: SGD, momentum 0.9, lr 1e-2, weight decay 5e-4
+    # (torchvision's reference recipe: the same with 1e-4), dropout 0.5 in the classifier.
+    recipe={"optimizer": "momentum", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
     paper_params=(
         PaperCount(
             "AlexNet", (), (1, 224, 224, 3), 1000, 61_100_840, "torchvision alexnet num_params"

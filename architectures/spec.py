@@ -62,6 +62,11 @@ class ArchSpec:
         paper_params: published parameter counts this implementation reproduces.
         depths: the valid `depth` values (empty if the family has no depth option).
         default_depth: the depth used when the option is not given.
+        recipe: the training settings the family trains well with, from its paper or a
+            well-known reference implementation, as engine config fields (e.g. `optimizer`,
+            `lr`, `weight_decay`, `schedule`, `batchnorm`); the engine applies each to a run
+            that does not set that field itself (`engine.defaults`). Empty: the engine's own
+            defaults (Adam, lr 1e-3, cosine).
     """
 
     name: str
@@ -75,6 +80,7 @@ class ArchSpec:
     paper_params: tuple[PaperCount, ...] = ()
     depths: tuple[int, ...] = ()
     default_depth: int | None = None
+    recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _bool(name: str, value: Any, spec: ArchSpec) -> bool:

@@ -78,6 +78,17 @@ SPEC = ArchSpec(
     default_dropout=0.5,
     options=(*SHARED_OPTIONS, "depth", "width"),
     description="VGG-11/13/16/19 (3x3 conv stacks, 4096-4096 classifier), optional BatchNorm",
+    # Simonyan & Zisserman (2015), section 3.1: SGD, momentum 0.9, lr 1e-2, weight decay 5e-4,
+    # dropout 0.5 in the classifier. Trained from scratch on small data VGG-16 stays at chance
+    # without BatchNorm (their deeper nets started from shallower trained ones); torchvision's
+    # VGG-16-BN takes the same recipe, so BatchNorm is on unless --batchnorm says otherwise.
+    recipe={
+        "optimizer": "momentum",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batchnorm": "on",
+    },
     paper_params=tuple(
         PaperCount(
             f"VGG-{depth}{'-BN' if bn else ''}",

@@ -216,6 +216,9 @@ def build(
         f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}{fold}"
     )
 
+    from engine import defaults
+
+    notes.extend(defaults.notes(config))
     gan = config.program == "gan"  # two nets the GAN program builds itself
     if gan:
         from architectures import dcgan

@@ -73,6 +73,10 @@ EVAL_OVERRIDES = (
 )
 
 
+# Fields that are bookkeeping, not flags (see `Config.given`, `Config.auto`).
+INTERNAL_FIELDS = ("given", "auto")
+
+
 class ConfigError(ValueError):
     """A user error in the configuration; its message is one line naming the fix."""
 
@@ -144,7 +148,8 @@ class Config:
     grad_accum_steps: int = 1
     batch_size: int = 64
     eval_batch_size: int = 0  # 0: same as batch_size
-    epochs: int = 30
+    epochs: int = 0  # 0: automatic (engine.defaults: at least --min_updates, >= 30 epochs)
+    min_updates: int = 300  # --epochs=0: the fewest optimizer updates the run makes
     init_from: str = ""  # WORKDIR[:best|latest]: start from another run's parameters
     init_params: str = ""  # regex of the parameter paths to load (empty: all that fit)
     freeze: str = ""  # regex of the parameter paths kept fixed (optax set_to_zero)
@@ -192,6 +197,13 @@ class Config:
     doctor: bool = True  # diagnose each epoch (measures the training split in evaluation mode)
     profile: str = ""  # START:STOP: trace those train steps with jax.profiler
     compile_cache: str = "on"  # JAX's persistent compilation cache: on, off or a folder
+
+    # Bookkeeping of the defaults (not flags). `given`: the fields the user set (run.py fills it
+    # from the command line; empty: a field that differs from its default counts as given).
+    # `auto`: "name=value" for each field engine.defaults filled in (the epoch count, the
+    # architecture's recipe), saved so that resume, eval and the start-up lines agree.
+    given: tuple[str, ...] = ()
+    auto: tuple[str, ...] = ()
 
     def resolved_workdir(self) -> str:
         """The workdir, defaulting to runs/<dataset>-<arch>-<loss> (path-safe)."""

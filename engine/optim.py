@@ -7,6 +7,7 @@ import optax
 from optax.contrib import ReduceLROnPlateauState
 
 from engine.config import Config
+from engine.defaults import AUTO_FLOOR
 
 # `--on_nan=skip`: non-finite updates in a row that optax.apply_if_finite drops before giving up.
 MAX_CONSECUTIVE_SKIPS = 1000
@@ -32,7 +33,10 @@ def schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
         return range_schedule()
     lr = effective_lr(config)
     updates_per_epoch = max(steps_per_epoch // config.grad_accum_steps, 1)
-    total = max(config.epochs * updates_per_epoch, 1)
+    # An unresolved automatic count (--epochs=0, before engine.defaults.with_epochs) spans
+    # the floor, never a single update.
+    epochs = config.epochs or AUTO_FLOOR
+    total = max(epochs * updates_per_epoch, 1)
     if config.schedule in ("constant", "plateau"):  # plateau scales a constant rate
         return optax.constant_schedule(lr)
     if config.schedule == "cosine":

@@ -101,8 +101,11 @@ def cross_validate(config: Config, *, callbacks=(), **fit_kwargs) -> dict:
       its test metrics when `config.cv_refit`), or `{"stopped_at_fold": k, ...}` when a fold
       was paused.
     """
-    from engine import train
+    from engine import defaults, train
 
+    # Resolved once for all folds (run.py's validation did it already; engine.fit's callers
+    # come here first): every fold and the refit train the same recipe and epoch count.
+    config = defaults.with_epochs(defaults.with_recipe(config))
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
     runs = fold_configs(config)

@@ -104,7 +104,7 @@ def _validate_numbers(config: Config) -> None:
     positive = {
         "lr": config.lr,
         "batch_size": config.batch_size,
-        "epochs": config.epochs,
+        "min_updates": config.min_updates,
         "grad_accum_steps": config.grad_accum_steps,
         "max_to_keep": config.max_to_keep,
         "width": config.width,
@@ -123,6 +123,8 @@ def _validate_numbers(config: Config) -> None:
         )
     if not 0 <= config.label_smoothing < 1:
         raise ConfigError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.epochs < 0:
+        raise ConfigError(f"--epochs must be >= 0 (0: automatic), got {config.epochs}")
     for name in ("weight_decay", "clip_grad_norm", "warmup_epochs", "eval_batch_size"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
@@ -173,7 +175,10 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
     `custom_loss`). Data-dependent checks (batch size against the split, loss against the task)
     happen in `engine.train` once the dataset's description is known, still before any training.
     """
+    from engine import defaults
+
     config = _validate_names(config, custom_arch=custom_arch, custom_loss=custom_loss)
+    config = defaults.with_recipe(config)
     _validate_numbers(config)
     if config.dataset.startswith("csv:") and not config.target:
         raise ConfigError("a csv: dataset needs --target=COLUMN naming the column to predict")
@@ -220,4 +225,4 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         raise ConfigError(
             f"--inputs={config.inputs} must start with folder:, csv: or npy: (e.g. npy:x.npy)"
         )
-    return config
+    return defaults.with_epochs(config)  # last: it may load the dataset to count its rows

@@ -1,0 +1,162 @@
+"""Defaults that depend on the run: the architecture's recipe and the epoch count.
+
+Two settings are filled in for a training run when the user did not set them:
+
+- the architecture's recipe (`ArchSpec.recipe`, e.g. VGG's SGD with momentum, lr 1e-2, weight
+  decay 5e-4 and BatchNorm), one field at a time: a field the user set keeps the user's value;
+- the epoch count (`--epochs=0`, the default): at least `AUTO_FLOOR` epochs and at least
+  `--min_updates` optimizer updates, so a 105-row training split (iris: 2 updates an epoch)
+  trains as long in updates as digits does in 30 epochs, while a large dataset stays at
+  `AUTO_FLOOR` epochs; never more than `AUTO_CAP`.
+
+"Set by the user" is `Config.given` when the caller filled it (run.py does, from the flags on
+the command line), else every field whose value differs from the `Config` default. What was
+filled in is recorded in `Config.auto` ("name=value"), saved with the config: a resumed run, an
+evaluation or a prediction takes the same values, and the start-up lines (`notes`) name them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from engine.config import Config, ConfigError
+
+AUTO_FLOOR = 30  # epochs: the default run's length on digits (18 updates an epoch)
+AUTO_CAP = 1000  # epochs: the most an automatic count asks for
+# The fields a recipe may set: the optimisation and the regularisation.
+RECIPE_FIELDS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "lr_scaling",
+    "batchnorm",
+    "dropout",
+)
+
+
+def given(config: Config) -> set[str]:
+    """The fields the user set: `config.given`, or those that differ from the defaults."""
+    if config.given:
+        return set(config.given)
+    defaults = Config()
+    return {
+        f.name
+        for f in dataclasses.fields(Config)
+        if getattr(config, f.name) != getattr(defaults, f.name)
+    }
+
+
+def recipe(arch: str) -> dict:
+    """The registered architecture's recipe (empty for unknown names and user modules)."""
+    import architectures
+
+    if arch not in architectures.names():
+        return {}
+    values = dict(architectures.spec(arch).recipe)
+    unknown = sorted(set(values) - set(RECIPE_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"--arch={arch}: its recipe sets {', '.join(unknown)}; a recipe may set only "
+            f"{', '.join(RECIPE_FIELDS)}"
+        )
+    return values
+
+
+def with_recipe(config: Config) -> Config:
+    """`config` with its architecture's recipe for each recipe field the user did not set."""
+    if config.mode != "train" or config.program != "supervised" or config.auto:
+        return config  # eval/predict take the saved values; `auto`: resolved already
+    mine = given(config)
+    changes = {k: v for k, v in recipe(config.arch).items() if k not in mine}
+    if not changes:
+        return config
+    auto = tuple(f"{k}={v}" for k, v in changes.items())
+    return dataclasses.replace(config, **changes, auto=auto)
+
+
+def updates_per_epoch(train_rows: int, config: Config) -> float:
+    """Optimizer updates an epoch of `train_rows` rows makes (the last batch is padded)."""
+    steps = math.ceil(train_rows / config.batch_size)
+    return steps / config.grad_accum_steps
+
+
+def auto_epochs(updates: float, min_updates: int) -> int:
+    """At least `AUTO_FLOOR` epochs and `min_updates` updates, at most `AUTO_CAP` epochs."""
+    return min(max(AUTO_FLOOR, math.ceil(min_updates / max(updates, 1e-9))), AUTO_CAP)
+
+
+def train_rows(config: Config) -> int:
+    """The rows of the run's training split (loaded and split as `engine.build` does)."""
+    from engine import data
+
+    try:
+        dataset = data.load(
+            config.dataset,
+            data_dir=config.data_dir or data.default_data_dir(),
+            target=config.target or None,
+            image_size=config.image_size or None,
+            skip_bad_files=config.skip_bad_files,
+        )
+        splits = data.split(
+            dataset,
+            test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            method=config.split,
+            cv_folds=config.cv_folds,
+            fold=config.fold,
+        )
+    except ValueError as e:  # the data package's errors are one-line user errors
+        raise ConfigError(str(e)) from None
+    if config.classes:
+        from engine.finetune import filter_classes
+
+        splits = filter_classes(splits, config.classes)
+    rows = len(splits.train)
+    if config.balance == "oversample" and splits.info.task != "regression":
+        rows = len(data.oversample(splits.train, seed=config.seed))
+    return rows
+
+
+def with_epochs(config: Config, rows: int | None = None) -> Config:
+    """`config` with `--epochs=0` replaced by the automatic count for `rows` training rows.
+
+    Args:
+      config: a validated configuration.
+      rows: the training split's size; None: load and split the dataset to know it.
+    """
+    if config.epochs or config.mode != "train":
+        return config
+    if config.overfit_batches or config.find_lr:  # a fixed set of batches, or no epochs
+        return dataclasses.replace(config, epochs=AUTO_FLOOR, auto=(*config.auto, "epochs=30"))
+    rows = train_rows(config) if rows is None else rows
+    updates = updates_per_epoch(rows, config)
+    epochs = auto_epochs(updates, config.min_updates)
+    return dataclasses.replace(
+        config, epochs=epochs, auto=(*config.auto, f"epochs={epochs}", f"updates={updates:g}")
+    )
+
+
+def notes(config: Config) -> list[str]:
+    """The start-up lines that say which values were filled in and why."""
+    auto = dict(item.split("=", 1) for item in config.auto)
+    lines = []
+    if "epochs" in auto and "updates" in auto:
+        epochs, updates = int(auto["epochs"]), float(auto["updates"])
+        capped = f", capped at {AUTO_CAP}" if epochs == AUTO_CAP else ""
+        lines.append(
+            f"epochs: {epochs} (auto: at least {AUTO_FLOOR} epochs and {config.min_updates:,} "
+            f"updates at {updates:.3g} updates an epoch{capped}: {round(epochs * updates):,} "
+            "updates; --epochs to choose)"
+        )
+    elif "epochs" in auto:
+        lines.append(f"epochs: {auto['epochs']} (auto; --epochs to choose)")
+    chosen = {k: v for k, v in auto.items() if k in RECIPE_FIELDS}
+    if chosen:
+        shown = ", ".join(f"{k}={v}" for k, v in chosen.items())
+        lines.append(f"from the {config.arch} recipe: {shown} (flags given on the command win)")
+    return lines
