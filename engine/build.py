@@ -216,9 +216,6 @@ def build(
         f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}{fold}"
     )
 
-    from engine import defaults
-
-    notes.extend(defaults.notes(config))
     gan = config.program == "gan"  # two nets the GAN program builds itself
     if gan:
         from architectures import dcgan
@@ -342,6 +339,10 @@ def build(
         f"{len(train_loader)} steps per epoch at global batch {train_batch} "
         f"on {devices} device(s) in {processes} process(es), parallel={plan.mode}"
     )
+    from engine import defaults
+
+    updates = len(train_loader) / config.grad_accum_steps
+    notes.extend(defaults.notes(config, updates))
     return Run(
         splits=splits,
         task=task,

@@ -141,10 +141,20 @@ def with_epochs(config: Config, rows: int | None = None) -> Config:
     )
 
 
-def notes(config: Config) -> list[str]:
-    """The start-up lines that say which values were filled in and why."""
+def notes(config: Config, updates: float | None = None) -> list[str]:
+    """The start-up lines that say which values were filled in and why.
+
+    Args:
+      config: the resolved configuration.
+      updates: optimizer updates an epoch, for the line of an epoch count given by the user.
+    """
     auto = dict(item.split("=", 1) for item in config.auto)
     lines = []
+    if "epochs" not in auto and updates is not None and config.program == "supervised":
+        lines.append(
+            f"epochs: {config.epochs} (--epochs) at {updates:.3g} updates an epoch: "
+            f"{round(config.epochs * updates):,} updates"
+        )
     if "epochs" in auto and "updates" in auto:
         epochs, updates = int(auto["epochs"]), float(auto["updates"])
         capped = f", capped at {AUTO_CAP}" if epochs == AUTO_CAP else ""
