@@ -14,9 +14,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from engine.parallel import Plan
-from engine.programs import Batch, Program, host_zeros
+from engine.programs import Batch, Program, host_zeros, signature
 
 
 @dataclasses.dataclass
@@ -212,14 +213,23 @@ def accumulating(train_step):
     return step
 
 
+# The last metric_zeros answer: `fit` needs the zeros for the resume point and `run` again for
+# the loop; tracing a ResNet-18 train step for its shapes takes a second or more on CPU, so the
+# second call reuses the first. One entry, so no program is kept alive beyond the next call.
+_LAST_ZEROS: list = []
+
+
 def metric_zeros(program: Program, abstract, sample: Batch, axis_name: str | None):
     """Host zeros shaped like `program.train_step`'s sums (shapes only: nothing is compiled).
 
     Under pmap the step sums over `axis_name`; a one-entry `vmap` binds that axis name so the
-    step can be traced outside pmap.
+    step can be traced outside pmap. Fresh arrays on every call (callers may fill them).
     """
+    key = (program.train_step, axis_name, signature(abstract), signature(sample))
+    if not (_LAST_ZEROS and _LAST_ZEROS[0][0] == key):
 
-    def sums(state, batch):
-        return program.train_step(state, batch)[1]
+        def sums(state, batch):
+            return program.train_step(state, batch)[1]
 
-    return host_zeros(sums, axis_name, abstract, sample)
+        _LAST_ZEROS[:] = [(key, host_zeros(sums, axis_name, abstract, sample))]
+    return jax.tree.map(np.copy, _LAST_ZEROS[0][1])
