@@ -170,3 +170,24 @@ def notes(config: Config, updates: float | None = None) -> list[str]:
         shown = ", ".join(f"{k}={v}" for k, v in chosen.items())
         lines.append(f"from the {config.arch} recipe: {shown} (flags given on the command win)")
     return lines
+
+
+def for_trial(base: Config, **values) -> Config:
+    """`base` (resolved) with a search trial's `values`, its automatic epochs to be resolved anew.
+
+    A trial that changes e.g. `batch_size` makes another number of updates an epoch, so an
+    automatic epoch count is counted again for it (unless the trial sets `epochs`); the trial's
+    values count as given, so no recipe replaces them.
+    """
+    changes = dict(values)
+    if config_auto_epochs(base) and "epochs" not in values:
+        changes["epochs"] = 0
+        changes["auto"] = tuple(a for a in base.auto if not a.startswith(("epochs=", "updates=")))
+    if base.given:
+        changes["given"] = tuple(sorted(set(base.given) | set(values)))
+    return dataclasses.replace(base, **changes)
+
+
+def config_auto_epochs(config: Config) -> bool:
+    """Whether `config`'s epoch count was chosen automatically."""
+    return any(a.startswith("epochs=") for a in config.auto)

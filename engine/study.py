@@ -16,7 +16,7 @@ import warnings
 
 import optuna
 
-from engine import report
+from engine import defaults, report
 from engine.callbacks import Callback, monitored
 from engine.config import Config, ConfigError
 from engine.validation import validate
@@ -249,7 +249,7 @@ def run_search(
         values = {p.name: p.suggest(trial) for p in params}
         workdir = trial_dir(study_dir, trial)
         config = validate(
-            dataclasses.replace(base, **values, workdir=workdir, final_test=False, progress=False)
+            defaults.for_trial(base, **values, workdir=workdir, final_test=False, progress=False)
         )
         say(f"trial {trial.number} in {workdir}: {values}")
         pruning = [Pruning(trial, monitor)] if prune else []

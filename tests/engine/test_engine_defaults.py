@@ -104,3 +104,13 @@ def test_config_file_values_count_as_given(data_dir, tmp_path, field):
     path.write_text(config.to_json())
     again = validation.validate(_from_flags(f"--config={path}"))
     assert getattr(again, field) == getattr(config, field)
+
+
+def test_a_search_trial_counts_its_automatic_epochs_again(data_dir):
+    base = validation.validate(_from_flags("--dataset=iris", f"--data_dir={data_dir}"))
+    assert base.epochs == 150  # 2 updates an epoch at batch 64
+    trial = validation.validate(defaults.for_trial(base, batch_size=32, lr=0.01))
+    assert trial.epochs == 100  # 3 updates an epoch at batch 32: 300 updates
+    assert {"batch_size", "lr"} <= set(trial.given)
+    fixed = validation.validate(defaults.for_trial(base, epochs=5))
+    assert fixed.epochs == 5
