@@ -1,8 +1,10 @@
 """Time to the first training step, first start (empty compilation cache) vs second start.
 
 Each trial is a fresh process (`python -c DRIVER`) that notes the time before importing
-anything, runs `engine.fit` with the run.py defaults plus `--arch`, and stops after the first
-training step has finished on the device (a callback blocks on it once). "first start" gets an
+anything and after `import jax` (reported apart: the issue's 3 s excludes it), runs
+`engine.fit` with the run.py defaults plus the case's flags (resnet: the README's
+`--arch=resnet --loss=huber`), and stops after the first training step has finished on the
+device (a callback blocks on it once). "first start" gets an
 empty cache folder (`XDG_CACHE_HOME` of its own), "second start" the folder a run filled;
 trials alternate between the two so load changes hit both. `--compile_cache=off` is the
 third column: what every start cost before the cache.
@@ -28,6 +30,7 @@ start = time.monotonic()
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import jax
+jax_import = time.monotonic() - start
 import engine
 from engine.callbacks import Callback
 
@@ -42,12 +45,16 @@ class FirstStep(Callback):
 first = FirstStep()
 settings = json.loads(sys.argv[2])
 engine.fit(engine.Config(**settings), callbacks=[first])
-print(json.dumps({"first_step": first.seconds}))
+print(json.dumps({"first_step": first.seconds, "jax_import": jax_import}))
 """
 
 
-def _trial(arch: str, cache: str, data_dir: str, workdir: str) -> float:
-    settings = {"arch": arch, "workdir": workdir, "progress": False, "doctor": False}
+# The commands measured: run.py's defaults plus these flags.
+CASES = {"mlp": {}, "resnet": {"arch": "resnet", "loss": "huber"}}
+
+
+def _trial(case: str, cache: str, data_dir: str, workdir: str) -> tuple[float, float]:
+    settings = {**CASES[case], "workdir": workdir, "progress": False}
     if data_dir:
         settings["data_dir"] = data_dir
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
@@ -63,13 +70,14 @@ def _trial(arch: str, cache: str, data_dir: str, workdir: str) -> float:
     )
     if done.returncode:
         raise SystemExit(f"trial failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["first_step"]
+    times = json.loads(done.stdout.strip().splitlines()[-1])
+    return times["first_step"], times["jax_import"]
 
 
 def main() -> int:
     """Alternates first / second / uncached starts per architecture; prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", default="mlp,resnet")
+    parser.add_argument("--archs", default=",".join(CASES), help=f"cases: {', '.join(CASES)}")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--data_dir", default="")
     args = parser.parse_args()
@@ -79,19 +87,30 @@ def main() -> int:
             warm = os.path.join(tmp, f"warm-{arch}")
             _trial(arch, warm, args.data_dir, os.path.join(tmp, f"fill-{arch}"))  # fills it
             times = {"first": [], "second": [], "off": []}
+            imports = []
             for t in range(args.trials):
                 for kind in times:
                     cache = {"first": os.path.join(tmp, f"cold-{arch}-{t}"), "second": warm}
                     workdir = os.path.join(tmp, f"{arch}-{kind}-{t}")
-                    times[kind].append(_trial(arch, cache.get(kind, "off"), args.data_dir, workdir))
-                    print(f"{arch} {kind} start: {times[kind][-1]:.2f} s", flush=True)
-            rows.append((arch, {k: statistics.median(v) for k, v in times.items()}))
+                    seconds, jax_import = _trial(
+                        arch, cache.get(kind, "off"), args.data_dir, workdir
+                    )
+                    times[kind].append(seconds)
+                    imports.append(jax_import)
+                    print(
+                        f"{arch} {kind} start: {seconds:.2f} s (import jax {jax_import:.2f} s)",
+                        flush=True,
+                    )
+            medians = {k: statistics.median(v) for k, v in times.items()}
+            rows.append((arch, medians, statistics.median(imports)))
     print(f"\nload average {os.getloadavg()[0]:.1f}; medians of {args.trials} trials\n")
-    print("| arch | first start | second start | cache off | second / first |")
-    print("|---|---|---|---|---|")
-    for arch, m in rows:
+    print("| case | first start | second start | cache off | second / first | import jax | "
+          "second start less import jax |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for arch, m, jax_import in rows:
         print(f"| {arch} | {m['first']:.2f} s | {m['second']:.2f} s | {m['off']:.2f} s | "
-              f"{m['second'] / m['first']:.2f} |")  # fmt: skip
+              f"{m['second'] / m['first']:.2f} | {jax_import:.2f} s | "
+              f"{m['second'] - jax_import:.2f} s |")  # fmt: skip
     return 0
 
 

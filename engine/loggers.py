@@ -68,19 +68,25 @@ class TensorBoardLog(Callback):
 
     def __init__(self, workdir: str, is_main: bool):
         self.logdir, self.is_main = paths.join(workdir, TENSORBOARD_DIR), is_main
-        self.writer, self._local = None, None
+        self.writer, self._local, self._start_epoch = None, None, 0
 
     def on_fit_start(self, fit):
-        if self.is_main:
-            from tensorboardX import SummaryWriter
+        self._start_epoch = fit.start_epoch
 
-            local = self.logdir
-            if paths.is_remote(self.logdir):
-                local = self._local = tempfile.mkdtemp(prefix="tensorboard-")
-            # purge_step drops events a resumed run will write again (its later epochs).
-            self.writer = SummaryWriter(local, purge_step=fit.start_epoch + 1)
+    def _open(self) -> None:
+        # Opened at the first epoch's end, not at the start: importing tensorboardX (and the
+        # torch it imports when installed, 1.3 s) would otherwise delay the first step.
+        from tensorboardX import SummaryWriter
+
+        local = self.logdir
+        if paths.is_remote(self.logdir):
+            local = self._local = tempfile.mkdtemp(prefix="tensorboard-")
+        # purge_step drops events a resumed run will write again (its later epochs).
+        self.writer = SummaryWriter(local, purge_step=self._start_epoch + 1)
 
     def on_epoch_end(self, epoch, record, state):
+        if self.is_main and self.writer is None:
+            self._open()
         if self.writer is not None:
             for tag, value in scalars(record).items():
                 self.writer.add_scalar(tag, value, epoch)
