@@ -69,7 +69,9 @@ def register(name: str, factory: Any, **spec_fields: Any) -> Any:
         **spec_fields: `ArchSpec` fields other than `name`: `needs_image` (default True),
             `min_image_size` (1), `has_batchnorm` (False), `has_dropout` (False),
             `default_dropout` (0.0), `options` (() : names from the shared and family options
-            the factory accepts, validated like the built-ins'), `description`.
+            the factory accepts, validated like the built-ins'), `description`, `recipe`
+            ({}: the training settings the family trains well with, applied to the flags a
+            run does not give; see `engine.defaults`).
 
     Returns:
         `factory`, unchanged.
