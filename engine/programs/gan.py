@@ -64,14 +64,17 @@ HIGHER_IS_BETTER = {
 
 
 def with_recipe(config: Config) -> Config:
-    """`config` with the GAN recipe (`RECIPE`, `--arch=dcgan`) for settings at the defaults.
+    """`config` with the GAN recipe (`RECIPE`, `--arch=dcgan`) for settings the user did not set.
 
-    A setting given with the engine's default value counts as not given (a `Config` does not
-    record which fields were set); the start-up line of `make` shows the values in use.
+    What the user set is `config.given` (run.py fills it from the command line, so a flag given
+    at the engine's default value wins), or else every setting that differs from its default
+    (`engine.defaults.given`); the start-up line of `make` shows the values in use.
     """
-    defaults = Config()
-    changes = {"arch": "dcgan"} if config.arch == defaults.arch else {}
-    changes.update({k: v for k, v in RECIPE.items() if getattr(config, k) == getattr(defaults, k)})
+    from engine.defaults import given
+
+    mine = given(config)
+    changes = {"arch": "dcgan"} if "arch" not in mine else {}
+    changes.update({k: v for k, v in RECIPE.items() if k not in mine})
     return dataclasses.replace(config, **changes)
 
 

@@ -39,6 +39,9 @@ def test_the_recipe_fills_only_settings_left_at_their_defaults():
     assert (config.normalize, config.epochs) == ("symmetric", 200)
     mine = validate(Config(program="gan", lr=1e-4, epochs=7))
     assert (mine.lr, mine.epochs, mine.schedule) == (1e-4, 7, "constant")
+    # Given on the command line (run.py's `given`), a value equal to the default wins too.
+    given = validate(Config(program="gan", arch="dcgan", schedule="cosine", given=("schedule",)))
+    assert (given.schedule, given.lr) == ("cosine", 2e-4)
 
 
 @pytest.mark.parametrize(
