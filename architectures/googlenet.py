@@ -182,6 +182,9 @@ SPEC = ArchSpec(
     default_dropout=0.4,
     options=(*SHARED_OPTIONS, "aux_heads", "width"),
     description="GoogLeNet (Inception v1, BatchNorm) with two aux classifiers used in training",
+    # No recipe: the engine's Adam (lr 1e-3, cosine) reaches 0.9740 on digits in 30 epochs
+    # (the paper's asynchronous SGD with momentum 0.9 and a 4% step decay was not measured).
+    recipe={},
     paper_params=(
         PaperCount(
             "GoogLeNet (no aux heads)",

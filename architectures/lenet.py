@@ -53,6 +53,8 @@ SPEC = ArchSpec(
     default_dropout=0.0,
     options=SHARED_OPTIONS,
     description="LeNet-5: conv 6 -> pool -> conv 16 -> pool -> 120 -> 84 -> classes (32x32 input)",
+    # No recipe: the engine's Adam (lr 1e-3, cosine) reaches 0.9759 on digits in 30 epochs.
+    recipe={},
     paper_params=(
         PaperCount("LeNet-5", (), (1, 32, 32, 1), 10, 61_706, "LeCun et al. 1998 layout; issue 4"),
     ),

@@ -44,4 +44,6 @@ SPEC = ArchSpec(
     default_dropout=0.0,
     options=(*SHARED_OPTIONS, "hidden_sizes"),
     description="multilayer perceptron (hidden_sizes, dropout after each hidden layer)",
+    # No recipe: the engine's defaults are the MLP's (Adam, lr 1e-3, cosine; digits 0.9870).
+    recipe={},
 )

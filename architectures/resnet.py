@@ -145,6 +145,10 @@ SPEC = ArchSpec(
     default_dropout=0.0,
     options=(*SHARED_OPTIONS, "depth", "width", "zero_init_residual", "stem"),
     description="ResNet-18/34/50/101/152 (basic/bottleneck blocks; CIFAR stem below 64 px)",
+    # No recipe: the engine's Adam (lr 1e-3, cosine) trains ResNet-18 to 0.9907 on digits in 30
+    # epochs. He et al.'s SGD (momentum 0.9, lr 0.1 at batch 256, weight decay 1e-4) was not
+    # measured here.
+    recipe={},
     paper_params=tuple(
         PaperCount(
             f"ResNet-{depth}",

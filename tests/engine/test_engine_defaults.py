@@ -114,3 +114,10 @@ def test_a_search_trial_counts_its_automatic_epochs_again(data_dir):
     assert {"batch_size", "lr"} <= set(trial.given)
     fixed = validation.validate(defaults.for_trial(base, epochs=5))
     assert fixed.epochs == 5
+
+
+@pytest.mark.parametrize("arch", [n for n in architectures.names() if n != "dcgan"])
+def test_every_recipe_names_recipe_fields_with_valid_values(data_dir, arch):
+    assert set(defaults.recipe(arch)) <= set(defaults.RECIPE_FIELDS)
+    config = _resolved(data_dir, arch=arch)  # the recipe's values pass validation
+    assert all(getattr(config, k) == v for k, v in defaults.recipe(arch).items())
