@@ -161,3 +161,15 @@ def test_train_step_sums_mark_the_first_non_finite_step_jitted():
     assert clean["first_nonfinite_step"] is None and clean["first_nonfinite_layers"] == []
     # max_grad_sq is the largest step's squared global norm: 2 + 4 = 6 at every step here.
     assert clean["max_grad_norm"] == pytest.approx(math.sqrt(6.0), rel=1e-6)
+
+
+def test_a_wobble_of_a_converged_loss_is_not_a_high_learning_rate():
+    # Measured: `python run.py --arch=resnet --loss=huber` (digits) went 0.0338 in epoch 1 to
+    # 0.0002 by epoch 7, then 0.0003 in epoch 8 (1.7x, but 1% of where it started).
+    losses = [0.0338, 0.0069, 0.0020, 0.0008, 0.0007, 0.0005, 0.0002, 0.0003, 0.0001]
+    records = [_rec(i + 1, x, x) for i, x in enumerate(losses)]
+    assert curves.lr_too_high(records, CTX) is None
+    # The same 1.7x rise while the loss is still large is one.
+    early = [0.0338, 0.0069, 0.0020, 0.0034]
+    found = curves.lr_too_high([_rec(i + 1, x, x) for i, x in enumerate(early)], CTX)
+    assert found is not None and "1.70x" in found.saw
