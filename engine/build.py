@@ -164,6 +164,46 @@ def _class_batches(config: Config, info, train_source, divisor: int) -> ClassBat
     return ClassBatches(np.asarray(train_source.targets), p, k)
 
 
+def load_splits(config: Config, *, materialize: bool = True):
+    """`config`'s dataset loaded and split as the run splits it (and `--classes` filtered).
+
+    Args:
+      config: a validated configuration.
+      materialize: read a prepared dataset into memory when `--streaming` says so (a caller
+        that only counts rows passes False).
+
+    Raises:
+      ConfigError: one line for the data package's errors (a missing file, a bad split).
+    """
+    data_dir = config.data_dir or data.default_data_dir()
+    try:
+        dataset = data.load(
+            config.dataset,
+            data_dir=data_dir,
+            target=config.target or None,
+            image_size=config.image_size or None,
+            skip_bad_files=config.skip_bad_files,
+        )
+        if materialize:
+            dataset = _maybe_materialize(dataset, config.streaming)
+        splits = data.split(
+            dataset,
+            test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            method=config.split,
+            cv_folds=config.cv_folds,
+            fold=config.fold,
+        )
+    except ValueError as e:  # the data package's errors are one-line user errors
+        raise ConfigError(str(e)) from None
+    if config.classes:
+        from engine.finetune import filter_classes
+
+        splits = filter_classes(splits, config.classes)
+    return splits
+
+
 def build(
     config: Config,
     plan: Plan,
@@ -182,31 +222,7 @@ def build(
         instead of `config.loss`.
     """
     notes = []
-    data_dir = config.data_dir or data.default_data_dir()
-    try:
-        dataset = data.load(
-            config.dataset,
-            data_dir=data_dir,
-            target=config.target or None,
-            image_size=config.image_size or None,
-            skip_bad_files=config.skip_bad_files,
-        )
-        dataset = _maybe_materialize(dataset, config.streaming)
-        splits = data.split(
-            dataset,
-            test_fraction=config.test_fraction,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            method=config.split,
-            cv_folds=config.cv_folds,
-            fold=config.fold,
-        )
-    except ValueError as e:  # the data package's errors are one-line user errors
-        raise ConfigError(str(e)) from None
-    if config.classes:
-        from engine.finetune import filter_classes
-
-        splits = filter_classes(splits, config.classes)
+    splits = load_splits(config)
     info = splits.info
     fold = {-1: ", refit: validation on the training rows", 0: ""}.get(
         config.fold, f", fold {config.fold} of {config.cv_folds}"

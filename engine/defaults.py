@@ -91,31 +91,9 @@ def auto_epochs(updates: float, min_updates: int) -> int:
 
 def train_rows(config: Config) -> int:
     """The rows of the run's training split (loaded and split as `engine.build` does)."""
-    from engine import data
+    from engine import build, data
 
-    try:
-        dataset = data.load(
-            config.dataset,
-            data_dir=config.data_dir or data.default_data_dir(),
-            target=config.target or None,
-            image_size=config.image_size or None,
-            skip_bad_files=config.skip_bad_files,
-        )
-        splits = data.split(
-            dataset,
-            test_fraction=config.test_fraction,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            method=config.split,
-            cv_folds=config.cv_folds,
-            fold=config.fold,
-        )
-    except ValueError as e:  # the data package's errors are one-line user errors
-        raise ConfigError(str(e)) from None
-    if config.classes:
-        from engine.finetune import filter_classes
-
-        splits = filter_classes(splits, config.classes)
+    splits = build.load_splits(config, materialize=False)
     rows = len(splits.train)
     if config.balance == "oversample" and splits.info.task != "regression":
         rows = len(data.oversample(splits.train, seed=config.seed))
