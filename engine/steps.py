@@ -229,8 +229,8 @@ def make_train_step(
         # Finite loss, metrics and gradients make a finite update (clipping, Adam's moments and
         # the schedules are bounded), so the judgement comes before the update, and
         # `--on_nan=stop` can branch around it: a select between the new and the old state
-        # after the update was one more pass over parameters and moments, 20-30% of a
-        # ResNet-18 step on CPU (benchmarks/conv_lowering.py's profile).
+        # after the update was one more pass over parameters and moments: a ResNet-18 digits
+        # step on CPU took 233 ms with it, 165 ms with the branch (jax.profiler traces).
         finite = all_finite((metrics, grads))
 
         def update(state: TrainState) -> TrainState:
