@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import tempfile
 
 from engine import paths
@@ -57,6 +58,28 @@ def scalars(record: dict) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
+def _summary_writer():
+    """tensorboardX's `SummaryWriter` class, imported without importing torch.
+
+    tensorboardX imports torch when it is installed (2 s here, more than the rest of a default
+    run's logging) only to accept torch tensors, and this logger passes Python floats. A
+    `None` in `sys.modules` makes that `import torch` fail as if torch were absent; the entry
+    is removed afterwards, so a later `import torch` by the user works. A torch the process
+    already imported is left alone.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoardLog(Callback):
     """Writes each epoch's scalars to `<workdir>/tensorboard` (step = epoch).
 
@@ -74,9 +97,9 @@ class TensorBoardLog(Callback):
         self._start_epoch = fit.start_epoch
 
     def _open(self) -> None:
-        # Opened at the first epoch's end, not at the start: importing tensorboardX (and the
-        # torch it imports when installed, 1.3 s) would otherwise delay the first step.
-        from tensorboardX import SummaryWriter
+        # Opened at the first epoch's end, not at the start: importing tensorboardX would
+        # otherwise delay the first step.
+        SummaryWriter = _summary_writer()
 
         local = self.logdir
         if paths.is_remote(self.logdir):

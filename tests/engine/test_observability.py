@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -48,6 +50,23 @@ def test_tensorboard_reader_parses_the_scalars(run):
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [1, 2]
         np.testing.assert_allclose([e.value for e in events], [get(r) for r in records], rtol=1e-6)
+
+
+def test_the_tensorboard_writer_does_not_import_torch():
+    # tensorboardX imports torch when installed (seconds of a short run); the logger keeps it
+    # out and leaves `import torch` working afterwards.
+    code = (
+        "import importlib.util, sys\n"
+        "from engine.loggers import _summary_writer\n"
+        "assert _summary_writer().__name__ == 'SummaryWriter'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "if importlib.util.find_spec('torch') is not None:\n"
+        "    import torch\n"
+        "    assert torch.zeros(2).sum().item() == 0.0\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_metrics_log_has_lr_grad_norms_and_speed(run):
