@@ -124,6 +124,9 @@ _HELP = {
     "the rate is reduced",
     "plateau_cooldown": "--schedule=plateau: epochs after a reduction before counting again",
     "plateau_min_lr": "--schedule=plateau: the rate is never reduced below this",
+    "select": "the epoch the test uses: best (on --monitor), last, or auto: last for a "
+    "classifier whose validation split has fewer than 100 rows (too few to choose an epoch by "
+    "accuracy), with no --monitor or --early_stopping given; else best",
     "early_stopping": "stop after this many epochs without improvement of --monitor (by more "
     "than --min_delta), keep the best checkpoint and test it; 0: off",
     "cv_folds": "K-fold cross-validation on the non-test rows (stratified; --split=time: "

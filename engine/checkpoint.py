@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -60,6 +61,10 @@ class Checkpoints:
         # running metric sums beside the state; made on first use (eval writes nothing).
         self._mid_dir, self._mid_keep, self._async = paths.join(root, MID), max_to_keep, single
         self._mid: ocp.CheckpointManager | None = None
+        # A best state not yet on disk (`hold_best`): written before any later save, so the
+        # best folder always holds the best of the epochs the newest checkpoint has seen.
+        self._held: tuple[int, Any, dict] | None = None
+        self.saved_at = time.monotonic()  # when the last save (of any kind) was made
 
     def _mid_manager(self) -> ocp.CheckpointManager:
         if self._mid is None:
@@ -95,7 +100,9 @@ class Checkpoints:
             totals=ocp.args.StandardSave(totals),
             meta=ocp.args.JsonSave(meta),
         )
+        self.flush_best()
         self._mid_manager().save(step, args=args)
+        self.saved_at = time.monotonic()
 
     def restore_step(self, abstract_state: Any, zeros: Any, step: int):
         """Restores `(state, totals, meta)` of the mid-epoch checkpoint after `step`."""
@@ -139,10 +146,33 @@ class Checkpoints:
 
     def save(self, epoch: int, state: Any, meta: dict, *, best: bool) -> None:
         """Saves `state` (global arrays) and `meta` as the latest, and also as best if `best`."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        args = _args(state, meta)
+        if best:
+            self._held = None  # superseded by this epoch
+        self.flush_best()
         self._latest.save(epoch, args=args)
         if best:
             self._best.save(epoch, args=args)
+        self.saved_at = time.monotonic()
+
+    def hold_best(self, epoch: int, state: Any, meta: dict) -> None:
+        """Keeps a device copy of `state` as the best, written with the next save or flush.
+
+        The copy is needed because the train step donates the state's buffers.
+        """
+        self._held = (epoch, jax.tree.map(lambda a: a.copy(), state), meta)
+
+    def flush_best(self, *, as_latest: bool = False) -> None:
+        """Writes a held best state (`hold_best`), also as the latest if `as_latest`."""
+        if self._held is None:
+            return
+        epoch, state, meta = self._held
+        self._held = None
+        args = _args(state, meta)
+        self._best.save(epoch, args=args)
+        if as_latest:
+            self._latest.save(epoch, args=args)
+        self.saved_at = time.monotonic()
 
     def restore(self, abstract_state: Any, which: str = LATEST, epoch: int | None = None):
         """Restores `(state, meta)` into the layout of `abstract_state` (ShapeDtypeStructs)."""
@@ -174,3 +204,7 @@ class Checkpoints:
         for manager in (self._latest, self._best, self._mid):
             if manager is not None:
                 manager.close()
+
+
+def _args(state: Any, meta: dict) -> ocp.args.Composite:
+    return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))

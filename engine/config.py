@@ -21,6 +21,7 @@ STREAMING = ("auto", "memory", "stream")
 LR_SCALING = ("none", "linear")
 BATCHNORM = ("auto", "on", "off")
 ON_NAN = ("stop", "skip")
+SELECT = ("auto", "best", "last")
 
 # Fields that decide the shapes or the meaning of the parameters: a workdir trained with other
 # values cannot be resumed or evaluated with these, so a mismatch is refused, never mixed.
@@ -172,6 +173,9 @@ class Config:
     plateau_min_lr: float = 0.0  # the rate is never reduced below this
 
     # Model selection.
+    # Which epoch is tested: the best on --monitor, the last, or auto (engine.defaults: the
+    # last when the validation split is too small to choose by, else the best).
+    select: str = "auto"
     early_stopping: int = 0  # patience in epochs on --monitor; 0: off
     min_delta: float = 0.0  # the smallest change of --monitor that counts as improvement
     cv_folds: int = 0  # K-fold cross-validation on the non-test rows; 0: off

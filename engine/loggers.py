@@ -59,7 +59,7 @@ def scalars(record: dict) -> dict[str, float]:
 
 
 def _summary_writer():
-    """tensorboardX's `SummaryWriter` class, imported without importing torch.
+    """The `SummaryWriter` class of tensorboardX, imported without importing torch.
 
     tensorboardX imports torch when it is installed (2 s here, more than the rest of a default
     run's logging) only to accept torch tensors, and this logger passes Python floats. A

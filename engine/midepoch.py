@@ -25,7 +25,7 @@ TIME_CHECK_STRIDE = 10
 
 
 class StepCheckpointer(Callback):
-    """Saves a mid-epoch checkpoint every `every` steps and/or every `minutes` minutes.
+    """Saves a mid-epoch checkpoint every `every` steps and/or `minutes` minutes after any save.
 
     Saves only inside an epoch (the epoch's end has its own checkpoint), never a step whose
     epoch already had a non-finite step under `--on_nan=stop` (the NaN guard stops the run).
@@ -34,13 +34,11 @@ class StepCheckpointer(Callback):
     def __init__(self, ckpt: checkpoint.Checkpoints, config_json: dict, every: int, minutes):
         self.ckpt, self.config_json = ckpt, config_json
         self.every, self.minutes = every, minutes
-        self.fit, self.last = None, 0.0
+        self.fit = None
 
     def on_fit_start(self, fit):
-        self.fit, self.last = fit, time.monotonic()
-
-    def on_epoch_end(self, epoch, record, state):
-        self.last = time.monotonic()  # the epoch's checkpoint restarts the clock
+        self.fit = fit
+        self.ckpt.saved_at = time.monotonic()  # the clock starts with the run
 
     def _due(self, step: int) -> bool:
         if self.every and step % self.every == 0:
@@ -48,12 +46,12 @@ class StepCheckpointer(Callback):
         if not self.minutes:
             return False
         if self.fit.plan.num_processes == 1:
-            return time.monotonic() - self.last >= 60 * self.minutes
+            return time.monotonic() - self.ckpt.saved_at >= 60 * self.minutes
         if step % TIME_CHECK_STRIDE:
             return False
         from jax.experimental import multihost_utils
 
-        late = time.monotonic() - self.last >= 60 * self.minutes
+        late = time.monotonic() - self.ckpt.saved_at >= 60 * self.minutes
         return bool(multihost_utils.broadcast_one_to_all(late))  # process 0 decides for all
 
     def on_step(self, step, state, totals):
@@ -80,7 +78,6 @@ class StepCheckpointer(Callback):
             "jax_version": jax.__version__,
         }
         self.ckpt.save_step(step, fit.plan.global_state(state), sums, report.strict(meta))
-        self.last = time.monotonic()
         return True
 
 

@@ -105,7 +105,7 @@ def cross_validate(config: Config, *, callbacks=(), **fit_kwargs) -> dict:
 
     # Resolved once for all folds (run.py's validation did it already; engine.fit's callers
     # come here first): every fold and the refit train the same recipe and epoch count.
-    config = defaults.with_epochs(defaults.with_recipe(config))
+    config = defaults.with_data(defaults.with_recipe(config))
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
     runs = fold_configs(config)

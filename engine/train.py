@@ -217,7 +217,7 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervis
         setup.workdir,
     )
     say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
-    tracker = cb.BestTracker(setup.monitor, setup.higher_is_better)
+    tracker = cb.BestTracker(setup.monitor, setup.higher_is_better, last=config.select == "last")
     doctor = ()
     if config.doctor and config.program == "gan":  # rules on the logged numbers only
         from engine import doctor as doctor_lib

@@ -21,6 +21,7 @@ from engine.config import (
     PARALLEL_MODES,
     PROGRAMS,
     SCHEDULES,
+    SELECT,
     SPLITS,
     STREAMING,
     Config,
@@ -42,6 +43,11 @@ def _validate_selection(config: Config) -> None:
         )
     if config.early_stopping < 0:
         raise ConfigError(f"--early_stopping must be >= 0 (0: off), got {config.early_stopping}")
+    if config.select == "last" and config.early_stopping:
+        raise ConfigError(
+            "--select=last tests the last epoch, but --early_stopping stops past the best one: "
+            "use --select=best (or auto) with --early_stopping"
+        )
     if config.min_delta < 0:
         raise ConfigError(f"--min_delta must be >= 0, got {config.min_delta}")
     if config.cv_folds == 1 or config.cv_folds < 0:
@@ -91,6 +97,7 @@ def _validate_names(config: Config, *, custom_arch: bool, custom_loss: bool) -> 
     _choice("conv", config.conv, conv_lowering.LOWERINGS)
     _choice("augment", config.augment, tuple(augment.names()))
     _choice("on_nan", config.on_nan, ON_NAN)
+    _choice("select", config.select, SELECT)
     return config
 
 
@@ -225,4 +232,4 @@ def validate(config: Config, *, custom_arch: bool = False, custom_loss: bool = F
         raise ConfigError(
             f"--inputs={config.inputs} must start with folder:, csv: or npy: (e.g. npy:x.npy)"
         )
-    return defaults.with_epochs(config)  # last: it may load the dataset to count its rows
+    return defaults.with_data(config)  # last: it may load the dataset to count its rows

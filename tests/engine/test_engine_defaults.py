@@ -33,7 +33,7 @@ def test_digits_default_stays_30_epochs(data_dir):
 
 def test_iris_auto_epochs_make_at_least_the_minimum_updates(data_dir):
     config = _resolved(data_dir, dataset="iris")
-    updates = defaults.updates_per_epoch(defaults.train_rows(config), config)
+    updates = defaults.updates_per_epoch(defaults.split_rows(config)[0], config)
     assert updates == 2  # 95 training rows at batch 64
     assert config.epochs * updates >= config.min_updates
     assert config.epochs == 150
@@ -84,7 +84,7 @@ def test_start_up_lines_name_the_recipe_and_the_epochs(data_dir):
     assert iris[0].startswith("epochs: 150 (auto: at least 30 epochs and 300 updates at 2 ")
     assert "--epochs to choose" in iris[0]
     given = defaults.notes(_resolved(data_dir, dataset="iris", epochs=7), 2.0)
-    assert given == ["epochs: 7 (--epochs) at 2 updates an epoch: 14 updates"]
+    assert given[0] == "epochs: 7 (--epochs) at 2 updates an epoch: 14 updates"
 
 
 def test_resolution_is_saved_and_idempotent(data_dir):
@@ -121,3 +121,59 @@ def test_every_recipe_names_recipe_fields_with_valid_values(data_dir, arch):
     assert set(defaults.recipe(arch)) <= set(defaults.RECIPE_FIELDS)
     config = _resolved(data_dir, arch=arch)  # the recipe's values pass validation
     assert all(getattr(config, k) == v for k, v in defaults.recipe(arch).items())
+
+
+def test_a_small_validation_split_tests_the_last_epoch(data_dir):
+    iris = _resolved(data_dir, dataset="iris")
+    # iris: 150 rows; the default 15% test and 10% validation fractions leave 10 rows.
+    assert iris.select == "last" and "val_rows=10" in iris.auto
+    line = next(x for x in defaults.notes(iris) if x.startswith("test:"))
+    assert line.startswith("test: the last epoch (auto: 10 validation rows are too few")
+    assert "--select=best" in line
+    digits = _resolved(data_dir)  # 1797 rows: 126 validation rows choose the best epoch
+    assert digits.select == "best" and "select=best" in digits.auto
+    assert not any(x.startswith("test:") for x in defaults.notes(digits))
+
+
+def test_the_tested_epoch_follows_the_flags(data_dir):
+    assert _resolved(data_dir, dataset="iris", select="best").select == "best"
+    assert _resolved(data_dir, dataset="iris", early_stopping=5).select == "best"
+    assert _resolved(data_dir, dataset="iris", monitor="val_loss").select == "best"
+    # diabetes (31 validation rows): a regression's loss is continuous; the best epoch stays.
+    assert _resolved(data_dir, dataset="diabetes", loss="huber").select == "best"
+    assert _resolved(data_dir, select="last").select == "last"
+    with pytest.raises(validation.ConfigError, match=r"--select=last .* --early_stopping"):
+        _resolved(data_dir, select="last", early_stopping=5)
+    with pytest.raises(validation.ConfigError, match="--select"):
+        _resolved(data_dir, select="first")
+
+
+def test_a_last_epoch_run_saves_and_tests_its_last_epoch(data_dir, tmp_path):
+    from engine.train import fit
+
+    workdir = str(tmp_path / "iris")
+    results = fit(
+        Config(data_dir=data_dir, workdir=workdir, dataset="iris", epochs=4, progress=False)
+    )
+    # Resolved to --select=last (10 validation rows): whatever the validation numbers, the
+    # last epoch is the one saved as best and tested.
+    assert results["best_epoch"] == results["checkpoint_epoch"] == 4
+
+
+def test_the_last_epoch_tracker_skips_bad_epochs_and_saves_once():
+    from engine.callbacks import BestTracker
+
+    class Fit:
+        epochs, failed = 3, False
+
+    tracker = BestTracker("val_accuracy", True, last=True)
+    tracker.fit = Fit()
+    saved = []
+    for epoch, acc in [(1, 0.9), (2, 0.5), (3, float("nan"))]:
+        tracker.on_epoch_end(epoch, {"val": {"loss": 1.0, "accuracy": acc}}, None)
+        saved.append(tracker.improved)
+    # Epoch 1's higher accuracy does not win; the NaN epoch 3 is never selected, so the last
+    # good epoch (2) is the selection, and nothing is saved at the NaN last epoch.
+    assert tracker.best["epoch"] == 2 and saved == [False, False, False]
+    tracker.on_epoch_end(3, {"val": {"loss": 1.0, "accuracy": 0.4}}, None)
+    assert tracker.improved and tracker.best["epoch"] == 3

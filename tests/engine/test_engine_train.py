@@ -63,9 +63,9 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_a_tie_goes_to_the_lowe
     # wine at lr 0.05: validation accuracy reaches 1.0 at epoch 2 and stays there while the
     # validation loss keeps moving (measured: lowest at epoch 3), so the tie rule decides.
     workdir = str(tmp_path / "best")
-    results = train_and_evaluate(
-        fast_config(data_dir, workdir, dataset="wine", epochs=12, lr=0.05, batch_size=16)
-    )
+    # --select=best: wine's 12 validation rows would test the last epoch under auto.
+    config = dict(dataset="wine", epochs=12, lr=0.05, batch_size=16, select="best")
+    results = train_and_evaluate(fast_config(data_dir, workdir, **config))
     records = [json.loads(line) for line in read_lines(workdir)]
     accuracy = [r["val"]["accuracy"] for r in records]
     loss = [r["val"]["loss"] for r in records]
@@ -78,6 +78,28 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_a_tie_goes_to_the_lowe
     assert results["best_epoch"] == records[best]["epoch"] == best + 1
     assert results["best_val"] == records[best]["val"]
     assert results["checkpoint_epoch"] == best + 1  # the test split used that checkpoint
+
+
+def test_short_epochs_are_saved_less_often_and_the_best_is_kept(data_dir, tmp_path, monkeypatch):
+    from engine import callbacks, checkpoint
+
+    # As if every save cost more than the whole run: only the first epoch (it measures the
+    # cost) and the last are saved; the best epoch in between is held and written with the last.
+    monkeypatch.setattr(callbacks, "SAVE_RATIO", 1e9)
+    workdir = str(tmp_path / "run")
+    results = train_and_evaluate(
+        fast_config(data_dir, workdir, epochs=6, lr=0.05, max_to_keep=10, monitor="val_loss")
+    )
+    records = [json.loads(line) for line in read_lines(workdir)]
+    best = min(records, key=lambda r: r["val"]["loss"])["epoch"]
+    assert 1 < best < 6  # measured: epoch 5 (lr 0.05), so the held best is exercised
+    ckpt = checkpoint.Checkpoints(workdir, max_to_keep=10)
+    try:
+        assert ckpt.steps(checkpoint.LATEST) == [6, 1]
+        assert ckpt.steps(checkpoint.BEST) == [best]
+    finally:
+        ckpt.close()
+    assert results["checkpoint_epoch"] == results["best_epoch"] == best
 
 
 def _flat(tree):
