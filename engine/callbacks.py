@@ -137,6 +137,9 @@ class Checkpointer(Callback):
         if self.fit.failed:  # a diverged state is never saved: the last good one stays
             self.ckpt.flush_best(as_latest=True)
             return
+        due = self._due(epoch)  # on every process: with several, it is a collective
+        if not (due or self.tracker.improved):
+            return  # nothing to write: no global copy of the state (pmap reads it to host)
         states = {cb.name: cb.state_dict() for cb in self.fit.callbacks}
         meta = {
             "epoch": epoch,
@@ -146,9 +149,8 @@ class Checkpointer(Callback):
             "jax_version": jax.__version__,
         }
         state = self.fit.plan.global_state(state)
-        if not self._due(epoch):
-            if self.tracker.improved:
-                self.ckpt.hold_best(epoch, state, report.strict(meta))
+        if not due:
+            self.ckpt.hold_best(epoch, state, report.strict(meta))
             return
         start = time.perf_counter()
         self.ckpt.save(epoch, state, report.strict(meta), best=self.tracker.improved)

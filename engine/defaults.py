@@ -149,7 +149,7 @@ def with_data(config: Config) -> Config:
         return config
     if config.overfit_batches or config.find_lr:  # a fixed set of batches: no selection
         config = dataclasses.replace(
-            config, select="last" if config.select == "auto" else config.select
+            config, select="best" if config.select == "auto" else config.select
         )
         return with_epochs(config, 0)
     rows, val_rows, task = split_rows(config)
