@@ -232,7 +232,9 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervis
     ckpt, found = default_callbacks(setup, tracker, callbacks, doctor)
     try:
         steps = len(run.train_loader)
-        zeros = loop.metric_zeros(program_, abstract, sample, plan.axis_name)
+        zeros = loop.metric_zeros(
+            program_, abstract, sample, plan.axis_name, rows=run.train_loader.batch_size
+        )
         restored, meta, start_epoch, start_step, totals = midepoch.resume_point(
             ckpt, abstract, zeros, steps, say
         )
