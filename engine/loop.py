@@ -101,9 +101,8 @@ def run(fit: Fit, state, abstract, train_loader, val_loader, sample: Batch):
     program, plan = fit.program, fit.plan
     train_step = plan.wrap_train(accumulating(program.train_step))
     eval_step = plan.wrap_eval(program.eval_step)
-    train_zeros = metric_zeros(
-        program, abstract, sample, plan.axis_name, rows=train_loader.batch_size
-    )
+    batch = plan.abstract_batch(sample, train_loader.batch_size)
+    train_zeros = metric_zeros(program, abstract, batch, plan.axis_name)
     eval_zeros = program.eval_zeros(abstract, sample)
     for cb in fit.callbacks:
         cb.fit = fit  # every callback can reach the fit (to stop it, print, read the plan)
@@ -237,27 +236,26 @@ def _jitted(train_step):
 _LAST_ZEROS: list = []
 
 
-def metric_zeros(
-    program: Program, abstract, sample: Batch, axis_name: str | None, rows: int | None = None
-):
+def metric_zeros(program: Program, abstract, batch, axis_name: str | None):
     """Host zeros shaped like `program.train_step`'s sums (shapes only: nothing is compiled).
 
     Under pmap the step sums over `axis_name`; a one-entry `vmap` binds that axis name so the
     step can be traced outside pmap. Fresh arrays on every call (callers may fill them).
 
     Args:
-      rows: the global batch's rows (`loader.batch_size`): under jit the step is traced at
-        the shapes the compiled step gets, so that its trace is reused (`_jitted`); None
-        traces the one-row `sample`.
+      program: the program whose train step is traced.
+      abstract: the state's shape structs (`Plan.abstract_state`).
+      batch: a batch's shape structs, `Plan.abstract_batch(sample, loader.batch_size)`: at
+        the real calls' shapes and placement the compiled step reuses this trace
+        (`_jitted`); any batch of the data's shapes (the one-row sample) gives the same zeros
+        at the cost of a second trace.
     """
-    if rows is not None and axis_name is None:
-        sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype), sample)
-    key = (program.train_step, axis_name, signature(abstract), signature(sample))
+    key = (program.train_step, axis_name, signature(abstract), signature(batch))
     if not (_LAST_ZEROS and _LAST_ZEROS[0][0] == key):
         inner = _jitted(program.train_step)
 
         def sums(state, batch):
             return inner(state, batch)[1]
 
-        _LAST_ZEROS[:] = [(key, host_zeros(sums, axis_name, abstract, sample))]
+        _LAST_ZEROS[:] = [(key, host_zeros(sums, axis_name, abstract, batch))]
     return jax.tree.map(np.copy, _LAST_ZEROS[0][1])

@@ -49,9 +49,8 @@ def find_lr(config: Config, **fit_kwargs) -> dict:
     abstract = plan.abstract_state(host_state)
     state = plan.place_state(host_state)
     train_step = plan.wrap_train(loop.accumulating(program.train_step))
-    zeros = loop.metric_zeros(
-        program, abstract, sample, plan.axis_name, rows=run.train_loader.batch_size
-    )
+    batch = plan.abstract_batch(sample, run.train_loader.batch_size)
+    zeros = loop.metric_zeros(program, abstract, batch, plan.axis_name)
     rate = range_schedule()
     lrs, losses, smoothed = [], [], []
     previous = {"sums": zeros, "avg": 0.0}

@@ -120,6 +120,23 @@ class Plan:
             return jax.make_array_from_process_local_data(sharding, batch)
         return batch
 
+    def abstract_batch(self, sample: dict[str, np.ndarray], rows: int) -> Any:
+        """Shape structs of a `rows`-row global batch as `place_batch` hands it to the step.
+
+        For tracing the step at the shapes and placement of its real calls, so that the
+        compiled step reuses that trace (`engine.loop.metric_zeros`): a struct sharded
+        differently from the real argument makes JAX trace again. Under pmap, the one-row
+        `sample` itself: the step is traced per device there and shares no trace.
+        """
+        if self.mode == "pmap":
+            return sample
+        several = self.mode == "jit" and self.num_processes > 1  # a global array, as above
+        sharding = NamedSharding(self.mesh, P(AXIS)) if several else None
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((rows, *np.shape(x)[1:]), x.dtype, sharding=sharding),
+            sample,
+        )
+
     def read(self, tree: Any) -> Any:
         """Host NumPy copy of replicated values (metrics, state) without a cross-device gather."""
 

@@ -232,9 +232,8 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervis
     ckpt, found = default_callbacks(setup, tracker, callbacks, doctor)
     try:
         steps = len(run.train_loader)
-        zeros = loop.metric_zeros(
-            program_, abstract, sample, plan.axis_name, rows=run.train_loader.batch_size
-        )
+        batch = plan.abstract_batch(sample, run.train_loader.batch_size)
+        zeros = loop.metric_zeros(program_, abstract, batch, plan.axis_name)
         restored, meta, start_epoch, start_step, totals = midepoch.resume_point(
             ckpt, abstract, zeros, steps, say
         )
