@@ -73,17 +73,34 @@ def variable_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
         input_shape: full input shape including the batch axis, e.g. (1, 224, 224, 3).
     """
     # A fresh tree over the cached structs, so a caller may reshape its own copy.
-    return jax.tree.map(lambda s: s, _variable_shapes(model, tuple(input_shape)))
+    return jax.tree.map(lambda s: s, _traced_init(model, tuple(input_shape))[0])
+
+
+def param_order(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The model's top-level `params` entries in creation (call) order, input side first.
+
+    Pytrees sort dict keys, so the order is read inside the trace, where `init` returns the
+    dict in creation order (the same cached trace as `variable_shapes`).
+    """
+    return _traced_init(model, tuple(input_shape))[1]
 
 
 # Cached: a start asks for the same net's shapes several times (parameter count, summary, the
 # doctor's layer order), and tracing a ResNet-18 init takes ~0.4 s each time. Modules are
 # frozen dataclasses, equal when their attributes are.
 @functools.lru_cache(maxsize=8)
-def _variable_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+def _traced_init(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, tuple[str, ...]]:
     x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    return jax.eval_shape(lambda r, x: model.init(r, x, train=False), rngs, x)
+    order: list[str] = []
+
+    def init(r, x):
+        variables = model.init(r, x, train=False)
+        order.extend(variables.get("params", {}).keys())
+        return variables
+
+    shapes = jax.eval_shape(init, rngs, x)
+    return shapes, tuple(order)
 
 
 def _size(tree: Any) -> int:

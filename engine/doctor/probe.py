@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from architectures.layers import ACTIVATIONS_COLLECTION
+from architectures.summary import param_order
 from engine import data, loop
 from engine.callbacks import Callback
 from engine.data.source import Subset
@@ -34,18 +35,10 @@ def train_subset(train, val_size: int, seed: int) -> Subset:
 def layer_order(model, input_shape) -> list[str]:
     """The model's top-level parameter entries in call order (input side first).
 
-    Pytrees sort dict keys, so the order is read inside the trace, where `init` returns the
-    dict in creation order.
+    Read from the same cached init trace as the parameter count and the summary
+    (`architectures.summary.param_order`), so the doctor costs no extra trace of the model.
     """
-    order: list[str] = []
-
-    def init(x):
-        params = model.init(jax.random.key(0), x, train=False)["params"]
-        order.extend(params.keys())
-        return params
-
-    jax.eval_shape(init, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
-    return order
+    return list(param_order(model, (1, *input_shape)))
 
 
 def input_stats(source, norm: dict, *, limit: int = 2048) -> dict:

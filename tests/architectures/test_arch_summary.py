@@ -147,3 +147,15 @@ def test_every_architecture_summarises(name):
     total = architectures.count_params(model, (1, size, size, 1))
     assert f"trainable params: {total:,}" in text
     assert text.splitlines()[3].split()[0]  # at least one layer row after the header
+
+
+def test_param_order_is_call_order_not_sorted():
+    """The doctor reads layers input side first; a pytree would sort "stem" after "layer4_1"."""
+    from architectures.summary import param_order
+
+    resnet = architectures.get("resnet", num_classes=10)
+    order = param_order(resnet, (1, 32, 32, 3))
+    # resnet.py's call order: the stem, layers 1-4 of two blocks each (ResNet-18), the head.
+    blocks = tuple(f"layer{i}_{j}" for i in range(1, 5) for j in range(2))
+    assert order == ("stem", *blocks, "head")
+    assert list(order) != sorted(order)
