@@ -207,28 +207,28 @@ def fit(
         held.release()
 
 
-def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervised_) -> dict:
-    """The train mode of `fit`, with the workdir locked (`supervised_`: the built-in program)."""
-    config, plan, run, program_, workdir = (
-        setup.config,
-        setup.plan,
-        setup.run,
-        setup.program,
-        setup.workdir,
-    )
-    say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
-    tracker = cb.BestTracker(setup.monitor, setup.higher_is_better, last=config.select == "last")
-    doctor = ()
-    if config.doctor and config.program == "gan":  # rules on the logged numbers only
+def _doctor(setup: Setup, abstract, supervised_: bool) -> list[cb.Callback]:
+    """The doctor's callbacks for this run (none with `--doctor=off`)."""
+    if not setup.config.doctor:
+        return []
+    if setup.config.program == "gan":  # rules on the logged numbers only
         from engine import doctor as doctor_lib
 
-        doctor = [doctor_lib.Doctor(setup.workdir, doctor_lib.context(setup), plan.is_main)]
-    elif config.doctor:
-        # Dead units and the share of the top class describe a classifier's head, not an
-        # embedding's.
-        classifier = supervised_ and "accuracy" in program_.higher_is_better
-        model = run.model if classifier else None
-        doctor = doctor_callbacks(setup, abstract, supervised_model=model)
+        return [doctor_lib.Doctor(setup.workdir, doctor_lib.context(setup), setup.plan.is_main)]
+    # Dead units and the share of the top class describe a classifier's head, not an
+    # embedding's.
+    classifier = supervised_ and "accuracy" in setup.program.higher_is_better
+    model = setup.run.model if classifier else None
+    return doctor_callbacks(setup, abstract, supervised_model=model)
+
+
+def _train(setup: Setup, held, callbacks, host_state, abstract, sample, supervised_) -> dict:
+    """The train mode of `fit`, with the workdir locked (`supervised_`: the built-in program)."""
+    config, plan, run, program_ = setup.config, setup.plan, setup.run, setup.program
+    workdir = setup.workdir
+    say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
+    tracker = cb.BestTracker(setup.monitor, setup.higher_is_better, last=config.select == "last")
+    doctor = _doctor(setup, abstract, supervised_)
     ckpt, found = default_callbacks(setup, tracker, callbacks, doctor)
     try:
         steps = len(run.train_loader)
