@@ -43,6 +43,26 @@ def summarize(sums: dict) -> dict:
     return out
 
 
+def _predictions(out: jax.Array, task: tasks.Task, norm: dict) -> dict:
+    """What `engine.load(...).predict` returns for the model's (N, K) float32 outputs.
+
+    Regression: the outputs mapped back to target units. Classification: the class and its
+    probability (one binary logit: sigmoid; else softmax).
+    """
+    if task.kind != CLASSIFICATION:
+        return {"outputs": out, "prediction": out * norm["target_scale"] + norm["target_shift"]}
+    if task.num_outputs == 1:  # one binary logit
+        p = jax.nn.sigmoid(out[:, 0])
+        pred = (out[:, 0] > 0).astype(jnp.int32)
+        return {"outputs": out, "prediction": pred, "confidence": jnp.where(pred == 1, p, 1 - p)}
+    probs = jax.nn.softmax(out, axis=-1)
+    return {
+        "outputs": out,
+        "prediction": jnp.argmax(out, axis=-1).astype(jnp.int32),
+        "confidence": jnp.max(probs, axis=-1),
+    }
+
+
 def make(
     model,
     tx: optax.GradientTransformation,
@@ -86,25 +106,7 @@ def make(
 
     def infer(state, inputs):
         out = steps.outputs(model, cfg, state, inputs).astype(jnp.float32)
-        if task.kind != CLASSIFICATION:
-            return {
-                "outputs": out,
-                "prediction": out * state.norm["target_scale"] + state.norm["target_shift"],
-            }
-        if task.num_outputs == 1:  # one binary logit
-            p = jax.nn.sigmoid(out[:, 0])
-            pred = (out[:, 0] > 0).astype(jnp.int32)
-            return {
-                "outputs": out,
-                "prediction": pred,
-                "confidence": jnp.where(pred == 1, p, 1 - p),
-            }
-        probs = jax.nn.softmax(out, axis=-1)
-        return {
-            "outputs": out,
-            "prediction": jnp.argmax(out, axis=-1).astype(jnp.int32),
-            "confidence": jnp.max(probs, axis=-1),
-        }
+        return _predictions(out, task, state.norm)
 
     names = ("loss", "accuracy") if task.kind == CLASSIFICATION else ("loss", "mae", "rmse", "r2")
     return Program(
