@@ -74,9 +74,9 @@ class BestTracker(Callback):
     is an epoch with any non-finite validation number or one the run stopped as failed (a NaN
     guard ran first). A tie on the monitored metric goes to the lower validation loss, not to
     the earlier (often undertrained) epoch: small validation splits tie often.
-    `last=True` (`--select=last`): the last such good epoch; it is saved as the best once, at
-    the run's last epoch (not every epoch: a long automatic run on a tiny dataset would save
-    twice an epoch).
+    `last=True` (`--select=last`): the last such good epoch. Every good epoch is marked
+    improved, so that a run which fails later (NaN) still has its last good epoch to write as
+    best; the Checkpointer holds it in memory and writes it only with its next due save.
     """
 
     def __init__(self, monitor: str, higher_is_better: bool, *, last: bool = False):
@@ -98,8 +98,7 @@ class BestTracker(Callback):
             good = (value > old) == self.higher_is_better
         if good:
             self.best = {"monitor": value, "epoch": epoch, "val": record["val"]}
-        last_epoch = self.fit is None or epoch == self.fit.epochs
-        self.improved = good and (not self.last or last_epoch)
+        self.improved = good
 
     def state_dict(self):
         return self.best

@@ -160,7 +160,7 @@ def test_a_last_epoch_run_saves_and_tests_its_last_epoch(data_dir, tmp_path):
     assert results["best_epoch"] == results["checkpoint_epoch"] == 4
 
 
-def test_the_last_epoch_tracker_skips_bad_epochs_and_saves_once():
+def test_the_last_epoch_tracker_selects_each_good_epoch_and_skips_bad_ones():
     from engine.callbacks import BestTracker
 
     class Fit:
@@ -172,8 +172,8 @@ def test_the_last_epoch_tracker_skips_bad_epochs_and_saves_once():
     for epoch, acc in [(1, 0.9), (2, 0.5), (3, float("nan"))]:
         tracker.on_epoch_end(epoch, {"val": {"loss": 1.0, "accuracy": acc}}, None)
         saved.append(tracker.improved)
-    # Epoch 1's higher accuracy does not win; the NaN epoch 3 is never selected, so the last
-    # good epoch (2) is the selection, and nothing is saved at the NaN last epoch.
-    assert tracker.best["epoch"] == 2 and saved == [False, False, False]
+    # Epoch 1's higher accuracy does not win; each good epoch is selected in turn (so a run
+    # failing later keeps its last good one), and the NaN epoch 3 is never selected.
+    assert tracker.best["epoch"] == 2 and saved == [True, True, False]
     tracker.on_epoch_end(3, {"val": {"loss": 1.0, "accuracy": 0.4}}, None)
     assert tracker.improved and tracker.best["epoch"] == 3

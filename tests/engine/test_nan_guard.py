@@ -80,6 +80,27 @@ def test_stop_keeps_the_last_good_checkpoint_and_names_the_step(data_dir, tmp_pa
     assert records[0]["epoch"] == 1
 
 
+def test_select_last_keeps_the_last_good_epoch_as_best_when_a_later_one_fails(
+    data_dir, tmp_path
+):
+    # --select=last marks each good epoch, so a run that diverges before its last epoch
+    # still has its last good epoch (2, saved when the first fit stopped) as the best.
+    workdir = str(tmp_path / "w")
+    config = fast_config(data_dir, workdir, epochs=3, stop_after_epoch=2, select="last")
+    POISON["on"] = False
+    engine.fit(config, loss=spiky)
+    POISON.update(on=True, every=1)  # every batch of epoch 3 is bad
+    try:
+        with pytest.raises(guards.Diverged):
+            engine.fit(dataclasses.replace(config, stop_after_epoch=0), loss=spiky)
+    finally:
+        POISON.update(on=False, every=5)
+    best_dir = os.path.join(workdir, "checkpoints", checkpoint.BEST)
+    assert sorted(os.listdir(best_dir)) == ["2"]
+    best = read_state(os.path.join(best_dir, "2", "state"))
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(best["params"]))
+
+
 def test_skip_drops_and_counts_non_finite_updates(data_dir, tmp_path):
     workdir = str(tmp_path / "w")
     config = fast_config(data_dir, workdir, epochs=1, on_nan="skip")
