@@ -80,9 +80,7 @@ def test_stop_keeps_the_last_good_checkpoint_and_names_the_step(data_dir, tmp_pa
     assert records[0]["epoch"] == 1
 
 
-def test_select_last_keeps_the_last_good_epoch_as_best_when_a_later_one_fails(
-    data_dir, tmp_path
-):
+def test_select_last_keeps_the_last_good_epoch_as_best_when_a_later_one_fails(data_dir, tmp_path):
     # --select=last marks each good epoch, so a run that diverges before its last epoch
     # still has its last good epoch (2, saved when the first fit stopped) as the best.
     workdir = str(tmp_path / "w")
