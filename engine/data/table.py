@@ -109,6 +109,42 @@ def _target(
     return task, labels.astype(np.int32), names
 
 
+def _features(header: list[str], columns: dict, target: str, keep: np.ndarray):
+    """The feature columns of the rows `keep`: numbers as they are, text one-hot encoded.
+
+    Returns `(blocks, feature_names, imputed, dropped)`: `(N, d)` float64 blocks, a name for
+    each of their columns, and the notes on imputed and dropped columns for the warnings.
+    """
+    blocks, feature_names, imputed, dropped = [], [], [], []
+    for name in header:
+        if name == target:
+            continue
+        missing, values = _column(columns[name])
+        missing, cells = missing[keep], np.asarray(columns[name], dtype=str)[keep]
+        if missing.all():
+            dropped.append(f"{name} (empty)")
+            continue
+        if values is not None:
+            values = values[keep]
+            if missing.any():
+                values[missing] = values[~missing].mean()
+                imputed.append(f"{name}: {int(missing.sum())} (mean)")
+            blocks.append(values[:, None])
+            feature_names.append(name)
+            continue
+        categories, counts = np.unique(cells[~missing], return_counts=True)
+        if len(categories) > MAX_CATEGORIES:
+            dropped.append(f"{name} ({len(categories)} distinct text values)")
+            continue
+        if missing.any():
+            cells = cells.copy()
+            cells[missing] = categories[np.argmax(counts)]  # the first of the most frequent
+            imputed.append(f"{name}: {int(missing.sum())} (most frequent)")
+        blocks.append((cells[:, None] == categories[None, :]).astype(np.float64))
+        feature_names.extend(f"{name}={c}" for c in categories)
+    return blocks, feature_names, imputed, dropped
+
+
 def load(
     path: str, *, target: str | None, data_dir: str | None = None, task: str | None = None
 ) -> Dataset:
@@ -151,33 +187,7 @@ def load(
         target, target_cells, None if target_values is None else target_values[keep], task
     )
 
-    blocks, feature_names, imputed, dropped = [], [], [], []
-    for name in header:
-        if name == target:
-            continue
-        missing, values = _column(columns[name])
-        missing, cells = missing[keep], np.asarray(columns[name], dtype=str)[keep]
-        if missing.all():
-            dropped.append(f"{name} (empty)")
-            continue
-        if values is not None:
-            values = values[keep]
-            if missing.any():
-                values[missing] = values[~missing].mean()
-                imputed.append(f"{name}: {int(missing.sum())} (mean)")
-            blocks.append(values[:, None])
-            feature_names.append(name)
-            continue
-        categories, counts = np.unique(cells[~missing], return_counts=True)
-        if len(categories) > MAX_CATEGORIES:
-            dropped.append(f"{name} ({len(categories)} distinct text values)")
-            continue
-        if missing.any():
-            cells = cells.copy()
-            cells[missing] = categories[np.argmax(counts)]  # the first of the most frequent
-            imputed.append(f"{name}: {int(missing.sum())} (most frequent)")
-        blocks.append((cells[:, None] == categories[None, :]).astype(np.float64))
-        feature_names.extend(f"{name}={c}" for c in categories)
+    blocks, feature_names, imputed, dropped = _features(header, columns, target, keep)
     if imputed:
         warnings.warn(
             f"{path}: missing values imputed over the whole file in {len(imputed)} column(s): "
