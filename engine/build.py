@@ -204,6 +204,75 @@ def load_splits(config: Config, *, materialize: bool = True):
     return splits
 
 
+def _check_batches(config: Config, devices: int, processes: int, num_train: int) -> int:
+    """Refuses batch sizes the devices, processes or training split cannot take; the eval batch."""
+    if config.batch_size % devices:
+        raise ConfigError(
+            f"--batch_size={config.batch_size} does not divide by the {devices} devices; "
+            f"use a multiple of {devices}"
+        )
+    if config.batch_size % processes:
+        raise ConfigError(
+            f"--batch_size={config.batch_size} does not divide by the {processes} processes"
+        )
+    eval_batch = config.eval_batch_size or config.batch_size
+    if eval_batch % devices:
+        raise ConfigError(f"--eval_batch_size={eval_batch} does not divide by {devices} devices")
+    if config.batch_size > num_train:
+        raise ConfigError(
+            f"--batch_size={config.batch_size} is larger than the training split "
+            f"({num_train} examples); use a smaller --batch_size"
+        )
+    return eval_batch
+
+
+def _training_rows(config: Config, info, train, notes: list[str]):
+    """The training rows as trained on (oversampled, or the overfit check's few), class weights.
+
+    Appends the class counts and whatever changed the rows to `notes`.
+    """
+    class_weights = None
+    train_source = train
+    if info.task != REGRESSION:
+        counts = data.class_counts(train, info.num_classes)
+        names = info.class_names or tuple(str(i) for i in range(info.num_classes))
+        shown = ", ".join(f"{n}: {int(c)}" for n, c in zip(names, counts))
+        notes.append(f"training classes ({info.num_classes}): {shown}")
+        warning = data.imbalance_warning(counts, names)
+        if warning:
+            notes.append(f"warning: {warning}")
+        if config.class_weights == "balanced":
+            class_weights = data.balanced_class_weights(train, info.num_classes)
+        if config.balance == "oversample":
+            train_source = data.oversample(train, seed=config.seed)
+            notes.append(f"oversampled training split: {len(train_source)} examples")
+    if config.overfit_batches:  # the same few batches every epoch (the loader keeps order)
+        rows = np.random.default_rng(config.seed).permutation(len(train_source))
+        train_source = Subset(
+            train_source, np.sort(rows[: config.overfit_batches * config.batch_size])
+        )
+        notes.append(f"overfit check: training on the same {len(train_source)} examples")
+    return train_source, class_weights
+
+
+def _loader(config: Config, plan: Plan, source, batch_size: int, shuffle: bool, class_batches):
+    """A loader of `source`: in memory or streaming (`--streaming`), this process's share."""
+    streaming = config.streaming == "stream" or (
+        config.streaming == "auto" and not _in_memory(source)
+    )
+    return data.make_loader(
+        source,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=config.seed,
+        streaming=streaming,
+        num_processes=plan.num_processes,
+        process_index=plan.process_index,
+        num_workers=config.num_workers,
+        class_batches=class_batches,
+    )
+
+
 def build(
     config: Config,
     plan: Plan,
@@ -242,45 +311,9 @@ def build(
     image_size = _image_size(config, info, spec)
 
     devices, processes = plan.num_devices, plan.num_processes
-    if config.batch_size % devices:
-        raise ConfigError(
-            f"--batch_size={config.batch_size} does not divide by the {devices} devices; "
-            f"use a multiple of {devices}"
-        )
-    if config.batch_size % processes:
-        raise ConfigError(
-            f"--batch_size={config.batch_size} does not divide by the {processes} processes"
-        )
-    eval_batch = config.eval_batch_size or config.batch_size
-    if eval_batch % devices:
-        raise ConfigError(f"--eval_batch_size={eval_batch} does not divide by {devices} devices")
-    if config.batch_size > len(splits.train):
-        raise ConfigError(
-            f"--batch_size={config.batch_size} is larger than the training split "
-            f"({len(splits.train)} examples); use a smaller --batch_size"
-        )
+    eval_batch = _check_batches(config, devices, processes, len(splits.train))
 
-    class_weights = None
-    train_source = splits.train
-    if info.task != REGRESSION:
-        counts = data.class_counts(splits.train, info.num_classes)
-        names = info.class_names or tuple(str(i) for i in range(info.num_classes))
-        shown = ", ".join(f"{n}: {int(c)}" for n, c in zip(names, counts))
-        notes.append(f"training classes ({info.num_classes}): {shown}")
-        warning = data.imbalance_warning(counts, names)
-        if warning:
-            notes.append(f"warning: {warning}")
-        if config.class_weights == "balanced":
-            class_weights = data.balanced_class_weights(splits.train, info.num_classes)
-        if config.balance == "oversample":
-            train_source = data.oversample(splits.train, seed=config.seed)
-            notes.append(f"oversampled training split: {len(train_source)} examples")
-    if config.overfit_batches:  # the same few batches every epoch (the loader keeps order)
-        rows = np.random.default_rng(config.seed).permutation(len(train_source))
-        train_source = Subset(
-            train_source, np.sort(rows[: config.overfit_batches * config.batch_size])
-        )
-        notes.append(f"overfit check: training on the same {len(train_source)} examples")
+    train_source, class_weights = _training_rows(config, info, splits.train, notes)
     if loss_fn is not None and loss_kind is None:  # the natural kind for the dataset
         loss_kind = "values" if info.task == REGRESSION else "labels"
     task = tasks.make(
@@ -335,20 +368,7 @@ def build(
     )
 
     def loader(source, batch_size, shuffle, class_batches=None):
-        streaming = config.streaming == "stream" or (
-            config.streaming == "auto" and not _in_memory(source)
-        )
-        return data.make_loader(
-            source,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=config.seed,
-            streaming=streaming,
-            num_processes=processes,
-            process_index=plan.process_index,
-            num_workers=config.num_workers,
-            class_batches=class_batches,
-        )
+        return _loader(config, plan, source, batch_size, shuffle, class_batches)
 
     train_loader = loader(train_source, train_batch, not config.overfit_batches, class_batches)
     notes.append(
