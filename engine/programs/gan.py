@@ -28,6 +28,7 @@ an Inception-score-like `score` = exp(E KL(p(y|x) || p(y))) (Salimans et al., 20
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -153,20 +154,188 @@ def _bce_fake(logits):  # -log(1 - sigmoid(l)): the loss of calling an image fak
     return jax.nn.softplus(logits[:, 0])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Gan:
+    """What the GAN's pure functions close over: the two nets, the optimizer and the shapes."""
+
+    generator: dcgan.Generator
+    discriminator: dcgan.Discriminator
+    tx: optax.GradientTransformation
+    cfg: steps.StepConfig
+    latent: int
+    input_shape: tuple[int, ...]
+    axis_name: str | None
+    judge: Judge | None
+    fakes_per_row: int
+
+
+def _apply(net, sub, x, mask, **kwargs):
+    variables = {"params": sub["params"], "batch_stats": sub["batch_stats"]}
+    return net.apply(variables, x, mask=mask, **kwargs)
+
+
+def _init(gan: _Gan, norm, frozen, rng, batch):
+    """The state: each net initialised at its own input shape, with its optimizer state."""
+    del batch
+    g_key, d_key, rng = jax.random.split(rng, 3)
+    z = jnp.zeros((1, gan.latent), jnp.float32)
+    x = jnp.zeros((1, *gan.input_shape), jnp.float32)
+    state = {"step": jnp.zeros((), jnp.int32), "rng": rng, "norm": norm, "frozen": frozen}
+    for name, net, key, sample in (
+        ("generator", gan.generator, g_key, z),
+        ("discriminator", gan.discriminator, d_key, x),
+    ):
+        variables = jax.jit(lambda k, s, net=net: net.init(k, s, train=False))(key, sample)
+        state[name] = {
+            "params": variables["params"],
+            "batch_stats": variables["batch_stats"],
+            "opt_state": gan.tx.init(variables["params"]),
+        }
+    return state
+
+
+def _update(gan: _Gan, sub, grads, batch_stats):
+    """`sub` (params, batch_stats, opt_state) after one Adam step on the summed `grads`."""
+    grads = _psum(grads, gan.axis_name)
+    updates, opt_state = gan.tx.update(grads, sub["opt_state"], sub["params"])
+    return {
+        "params": optax.apply_updates(sub["params"], updates),
+        "batch_stats": batch_stats,
+        "opt_state": opt_state,
+    }
+
+
+def _discriminator_step(gan: _Gan, d, real, fake, mask, w, n):
+    """D updated on `real` (label 1) and `fake` (label 0); its per-row losses and logits."""
+
+    def loss_fn(params):
+        sub = {**d, "params": params}
+        train = {"train": True, "mutable": ["batch_stats"]}
+        on_real, new = _apply(gan.discriminator, sub, real, mask, **train)
+        sub = {**sub, "batch_stats": new["batch_stats"]}
+        on_fake, new = _apply(gan.discriminator, sub, jax.lax.stop_gradient(fake), mask, **train)
+        per_row = _bce_real(on_real) + _bce_fake(on_fake)
+        return jnp.sum(per_row * w) / n, (new["batch_stats"], on_real, on_fake, per_row)
+
+    (_, (stats, on_real, on_fake, rows)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        d["params"]
+    )
+    return _update(gan, d, grads, stats), rows, on_real, on_fake
+
+
+def _train_step(gan: _Gan, state, batch):
+    """One step: D on the real batch and fresh fakes, then G through the updated D."""
+    mask = batch["mask"]
+    w = mask.astype(jnp.float32)
+    n = jnp.maximum(_psum(jnp.sum(w), gan.axis_name), 1.0)
+    key = jax.random.fold_in(state["rng"], state["step"])
+    noise_key, augment_key = jax.random.split(key)
+    real = steps.preprocess(state["norm"], batch["inputs"], gan.cfg, augment_key)
+    z = _noise(noise_key, mask.shape[0], gan.latent, gan.axis_name)
+    g = state["generator"]
+
+    def generate(params):
+        sub = {**g, "params": params}
+        fake, new = _apply(gan.generator, sub, z, mask, train=True, mutable=["batch_stats"])
+        return fake, new["batch_stats"]
+
+    fake, pullback, g_stats = jax.vjp(generate, g["params"], has_aux=True)
+    d_new, d_rows, on_real, on_fake = _discriminator_step(
+        gan, state["discriminator"], real, fake, mask, w, n
+    )
+
+    def g_loss_fn(images):
+        # D's statistics from this pass are not kept: D was updated on this batch already.
+        logits, _ = _apply(
+            gan.discriminator, d_new, images, mask, train=True, mutable=["batch_stats"]
+        )
+        per_row = _bce_real(logits)
+        return jnp.sum(per_row * w) / n, per_row
+
+    (_, g_rows), fake_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+    (g_grads,) = pullback(fake_grads)
+    g_new = _update(gan, g, g_grads, g_stats)
+    sums = _psum(
+        {
+            "d_loss": jnp.sum(d_rows * w),
+            "g_loss": jnp.sum(g_rows * w),
+            "d_real": jnp.sum(jax.nn.sigmoid(on_real[:, 0]) * w),
+            "d_fake": jnp.sum(jax.nn.sigmoid(on_fake[:, 0]) * w),
+            "count": jnp.sum(w),
+        },
+        gan.axis_name,
+    )
+    finite = jnp.isfinite(sums["d_loss"]) & jnp.isfinite(sums["g_loss"])
+    new = {**state, "step": state["step"] + 1, "generator": g_new, "discriminator": d_new}
+    # A non-finite step keeps the state as it was (both --on_nan modes): the guard stops
+    # the run (stop) or counts the skipped step (skip).
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    sums["nonfinite"] = (~finite).astype(jnp.int32)
+    return new, sums
+
+
+def _moments(x, weights):
+    x = x * weights[:, None, None, None]
+    return jnp.sum(x, 0), jnp.sum(x * x, 0)
+
+
+def _metrics(gan: _Gan, state, batch, counter):
+    """This device's evaluation sums for one batch (`counter`: batches evaluated so far)."""
+    mask = batch["mask"]
+    w = mask.astype(jnp.float32)
+    key = jax.random.fold_in(jax.random.fold_in(state["rng"], _EVAL_STREAM), counter)
+    real = steps.preprocess(state["norm"], batch["inputs"], gan.cfg)
+    fake_mask = jnp.repeat(mask, gan.fakes_per_row)
+    fw = fake_mask.astype(jnp.float32)
+    z = _noise(key, fake_mask.shape[0], gan.latent, gan.axis_name)
+    fake = _apply(gan.generator, state["generator"], z, fake_mask, train=False)
+    on_real = _apply(gan.discriminator, state["discriminator"], real, mask, train=False)
+    on_fake = _apply(gan.discriminator, state["discriminator"], fake, fake_mask, train=False)
+    sums = {
+        "d_real": jnp.sum(jax.nn.sigmoid(on_real[:, 0]) * w),
+        "d_fake": jnp.sum(jax.nn.sigmoid(on_fake[:, 0]) * fw),
+        "count": jnp.sum(w),
+        "samples": jnp.sum(fw),
+        "real_moments": jnp.stack(_moments(real, w)),
+        "fake_moments": jnp.stack(_moments(fake, fw)),
+    }
+    if gan.judge is not None:
+        p = gan.judge.probabilities(state["frozen"], fake, state["norm"])
+        top = jax.nn.one_hot(jnp.argmax(p, -1), p.shape[-1])
+        sums.update(
+            class_counts=jnp.sum(top * fw[:, None], 0),
+            confidence=jnp.sum(jnp.max(p, -1) * fw),
+            probabilities=jnp.sum(p * fw[:, None], 0),
+            entropy=jnp.sum(-jnp.sum(p * jnp.log(jnp.maximum(p, 1e-12)), -1) * fw),
+        )
+    return sums
+
+
+def _eval_step(gan: _Gan, state, batch, totals):
+    sums = _psum(_metrics(gan, state, batch, totals["batches"]), gan.axis_name)
+    totals = {**totals, "batches": totals["batches"] + 1}
+    return {k: totals[k] + sums[k] if k in sums else totals[k] for k in totals}
+
+
+def _eval_zeros(gan: _Gan, state, batch):
+    row = jax.tree.map(lambda v: v[:1], batch)
+
+    def shapes(state, row):
+        return _metrics(gan, state, row, jnp.zeros((), jnp.int32))
+
+    zeros = host_zeros(shapes, gan.axis_name, state, row)
+    return {**zeros, "batches": np.zeros((), np.int32)}
+
+
 def make(config: Config, run, axis_name: str | None) -> Program:
     """The GAN program of `run` (its image data and step config), a program factory."""
     check(config)
-    info = run.splits.info
     size, channels, latent = run.input_shape[0], run.input_shape[2], config.latent_dim
     if not dcgan.upsamplings(size):
         raise ConfigError(
             f"--image_size={size} does not suit dcgan (4 to 7 pixels times a power of 2); "
             f"use {dcgan.SIZES}"
         )
-    generator = dcgan.Generator(size, channels, width=config.width, bn_axis_name=axis_name)
-    discriminator = dcgan.Discriminator(width=config.width, bn_axis_name=axis_name)
-    tx = optax.adam(optim.schedule(config, len(run.train_loader)), b1=ADAM_B1)
-    cfg = run.step_config
     judge, frozen, notes = None, {}, []
     if config.judge:
         judge, frozen, note = load_judge(
@@ -174,179 +343,35 @@ def make(config: Config, run, axis_name: str | None) -> Program:
         )
         notes.append(note)
     rows = min(len(run.splits.val), len(run.splits.test))
-    fakes_per_row = max(1, math.ceil(EVAL_SAMPLES / max(rows, 1)))
+    gan = _Gan(
+        generator=dcgan.Generator(size, channels, width=config.width, bn_axis_name=axis_name),
+        discriminator=dcgan.Discriminator(width=config.width, bn_axis_name=axis_name),
+        tx=optax.adam(optim.schedule(config, len(run.train_loader)), b1=ADAM_B1),
+        cfg=run.step_config,
+        latent=latent,
+        input_shape=tuple(run.input_shape),
+        axis_name=axis_name,
+        judge=judge,
+        fakes_per_row=max(1, math.ceil(EVAL_SAMPLES / max(rows, 1))),
+    )
     norm = {k: jnp.asarray(v, jnp.float32) for k, v in run.norm.items()}
-
-    def init(rng, batch):
-        del batch  # each net is initialised at its own input shape
-        g_key, d_key, rng = jax.random.split(rng, 3)
-        z = jnp.zeros((1, latent), jnp.float32)
-        x = jnp.zeros((1, *run.input_shape), jnp.float32)
-        state = {"step": jnp.zeros((), jnp.int32), "rng": rng, "norm": norm, "frozen": frozen}
-        for name, net, key, sample in (
-            ("generator", generator, g_key, z),
-            ("discriminator", discriminator, d_key, x),
-        ):
-            variables = jax.jit(lambda k, s, net=net: net.init(k, s, train=False))(key, sample)
-            state[name] = {
-                "params": variables["params"],
-                "batch_stats": variables["batch_stats"],
-                "opt_state": tx.init(variables["params"]),
-            }
-        return state
-
-    def apply(net, sub, x, mask, **kwargs):
-        variables = {"params": sub["params"], "batch_stats": sub["batch_stats"]}
-        return net.apply(variables, x, mask=mask, **kwargs)
-
-    def train_step(state, batch):
-        mask = batch["mask"]
-        w = mask.astype(jnp.float32)
-        n = jnp.maximum(_psum(jnp.sum(w), axis_name), 1.0)
-        key = jax.random.fold_in(state["rng"], state["step"])
-        noise_key, augment_key = jax.random.split(key)
-        real = steps.preprocess(state["norm"], batch["inputs"], cfg, augment_key)
-        z = _noise(noise_key, mask.shape[0], latent, axis_name)
-        g, d = state["generator"], state["discriminator"]
-
-        def generate(params):
-            fake, new = apply(
-                generator, {**g, "params": params}, z, mask, train=True, mutable=["batch_stats"]
-            )
-            return fake, new["batch_stats"]
-
-        fake, pullback, g_stats = jax.vjp(generate, g["params"], has_aux=True)
-
-        def d_loss_fn(params):
-            sub = {**d, "params": params}
-            on_real, new = apply(
-                discriminator, sub, real, mask, train=True, mutable=["batch_stats"]
-            )
-            sub = {**sub, "batch_stats": new["batch_stats"]}
-            on_fake, new = apply(
-                discriminator,
-                sub,
-                jax.lax.stop_gradient(fake),
-                mask,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            per_row = _bce_real(on_real) + _bce_fake(on_fake)
-            return jnp.sum(per_row * w) / n, (new["batch_stats"], on_real, on_fake, per_row)
-
-        (_, (d_stats, on_real, on_fake, d_rows)), d_grads = jax.value_and_grad(
-            d_loss_fn, has_aux=True
-        )(d["params"])
-        d_grads = _psum(d_grads, axis_name)
-        d_updates, d_opt = tx.update(d_grads, d["opt_state"], d["params"])
-        d_new = {
-            "params": optax.apply_updates(d["params"], d_updates),
-            "batch_stats": d_stats,
-            "opt_state": d_opt,
-        }
-
-        def g_loss_fn(images):
-            # D's statistics from this pass are not kept: D was updated on this batch already.
-            logits, _ = apply(
-                discriminator, d_new, images, mask, train=True, mutable=["batch_stats"]
-            )
-            per_row = _bce_real(logits)
-            return jnp.sum(per_row * w) / n, per_row
-
-        (_, g_rows), fake_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
-        (g_grads,) = pullback(fake_grads)
-        g_grads = _psum(g_grads, axis_name)
-        g_updates, g_opt = tx.update(g_grads, g["opt_state"], g["params"])
-        g_new = {
-            "params": optax.apply_updates(g["params"], g_updates),
-            "batch_stats": g_stats,
-            "opt_state": g_opt,
-        }
-        sums = _psum(
-            {
-                "d_loss": jnp.sum(d_rows * w),
-                "g_loss": jnp.sum(g_rows * w),
-                "d_real": jnp.sum(jax.nn.sigmoid(on_real[:, 0]) * w),
-                "d_fake": jnp.sum(jax.nn.sigmoid(on_fake[:, 0]) * w),
-                "count": jnp.sum(w),
-            },
-            axis_name,
-        )
-        finite = jnp.isfinite(sums["d_loss"]) & jnp.isfinite(sums["g_loss"])
-        new = {**state, "step": state["step"] + 1, "generator": g_new, "discriminator": d_new}
-        # A non-finite step keeps the state as it was (both --on_nan modes): the guard stops
-        # the run (stop) or counts the skipped step (skip).
-        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-        sums["nonfinite"] = (~finite).astype(jnp.int32)
-        return new, sums
-
-    def metrics(state, batch, counter):
-        """This device's evaluation sums for one batch (`counter`: batches evaluated so far)."""
-        mask = batch["mask"]
-        w = mask.astype(jnp.float32)
-        key = jax.random.fold_in(jax.random.fold_in(state["rng"], _EVAL_STREAM), counter)
-        real = steps.preprocess(state["norm"], batch["inputs"], cfg)
-        fake_mask = jnp.repeat(mask, fakes_per_row)
-        fw = fake_mask.astype(jnp.float32)
-        z = _noise(key, fake_mask.shape[0], latent, axis_name)
-        fake = apply(generator, state["generator"], z, fake_mask, train=False)
-        on_real = apply(discriminator, state["discriminator"], real, mask, train=False)
-        on_fake = apply(discriminator, state["discriminator"], fake, fake_mask, train=False)
-
-        def moments(x, weights):
-            x = x * weights[:, None, None, None]
-            return jnp.sum(x, 0), jnp.sum(x * x, 0)
-
-        sums = {
-            "d_real": jnp.sum(jax.nn.sigmoid(on_real[:, 0]) * w),
-            "d_fake": jnp.sum(jax.nn.sigmoid(on_fake[:, 0]) * fw),
-            "count": jnp.sum(w),
-            "samples": jnp.sum(fw),
-            "real_moments": jnp.stack(moments(real, w)),
-            "fake_moments": jnp.stack(moments(fake, fw)),
-        }
-        if judge is not None:
-            p = judge.probabilities(state["frozen"], fake, state["norm"])
-            top = jax.nn.one_hot(jnp.argmax(p, -1), p.shape[-1])
-            sums.update(
-                class_counts=jnp.sum(top * fw[:, None], 0),
-                confidence=jnp.sum(jnp.max(p, -1) * fw),
-                probabilities=jnp.sum(p * fw[:, None], 0),
-                entropy=jnp.sum(-jnp.sum(p * jnp.log(jnp.maximum(p, 1e-12)), -1) * fw),
-            )
-        return sums
-
-    def eval_step(state, batch, totals):
-        sums = _psum(metrics(state, batch, totals["batches"]), axis_name)
-        totals = {**totals, "batches": totals["batches"] + 1}
-        return {k: totals[k] + sums[k] if k in sums else totals[k] for k in totals}
-
-    def eval_zeros(state, batch):
-        row = jax.tree.map(lambda v: v[:1], batch)
-
-        def shapes(state, row):
-            return metrics(state, row, jnp.zeros((), jnp.int32))
-
-        zeros = host_zeros(shapes, axis_name, state, row)
-        return {**zeros, "batches": np.zeros((), np.int32)}
-
-    params = architectures.count_params(generator, (1, latent))
-    params += architectures.count_params(discriminator, (1, *run.input_shape))
+    params = architectures.count_params(gan.generator, (1, latent))
+    params += architectures.count_params(gan.discriminator, (1, *run.input_shape))
     notes.insert(
         0,
         f"dcgan: generator {latent} -> {size}x{size}x{channels} and discriminator, "
         f"{params:,} parameters together; Adam lr {config.lr:g} beta1 {ADAM_B1}, schedule "
-        f"{config.schedule}, {config.epochs} epochs; {fakes_per_row} fake(s) per evaluated "
-        f"image of {info.name}",
+        f"{config.schedule}, {config.epochs} epochs; {gan.fakes_per_row} fake(s) per evaluated "
+        f"image of {run.splits.info.name}",
     )
     grid = SampleGrid(
-        generator, jax.random.normal(jax.random.PRNGKey(config.seed), (GRID**2, latent))
+        gan.generator, jax.random.normal(jax.random.PRNGKey(config.seed), (GRID**2, latent))
     )
     return Program(
-        init=init,
-        train_step=train_step,
-        eval_step=eval_step,
-        eval_zeros=eval_zeros,
+        init=functools.partial(_init, gan, norm, frozen),
+        train_step=functools.partial(_train_step, gan),
+        eval_step=functools.partial(_eval_step, gan),
+        eval_zeros=functools.partial(_eval_zeros, gan),
         summarize=summarize,
         higher_is_better=HIGHER_IS_BETTER,
         monitor="val_score" if judge is not None else "val_moment_gap",
