@@ -155,6 +155,35 @@ def summarize_optimizer(sums: dict) -> dict:
     }
 
 
+def _loss(
+    model, task, cfg, axis_name, mutable, distill, state, x, batch, dropout_rng, soft, params
+):
+    """The step's scalar loss of `params` (the global-batch mean, auxiliary heads weighted in).
+
+    Returns (loss, (loss, outputs, the model's mutable updates)): `jax.grad`'s aux.
+    """
+    targets, mask = batch["targets"], batch["mask"]
+    # The padding rows of a partial batch stay out of BatchNorm's statistics too.
+    bn_mask = {"mask": mask} if cfg.has_batchnorm and cfg.takes_mask else {}
+    outputs, updates = model.apply(
+        _variables(state, params, cfg),
+        x,
+        train=True,
+        rngs={"dropout": dropout_rng},
+        mutable=mutable,
+        **bn_mask,
+    )
+    values, weights = task.loss(outputs, targets, mask, state.norm)
+    total = _psum(jnp.sum(weights), axis_name)
+    if distill is not None:
+        values = distill.mix(values, weights, outputs, soft)
+    loss = jnp.sum(values) / total
+    for (aux,) in updates.get("aux_outputs", {}).values():
+        aux_values, _ = task.loss(aux, targets, mask, state.norm)
+        loss = loss + cfg.aux_weight * jnp.sum(aux_values) / total
+    return loss, (loss, outputs, updates)
+
+
 def make_train_step(
     model,
     tx,
@@ -194,30 +223,13 @@ def make_train_step(
         x = preprocess(state.norm, batch["inputs"], cfg, aug_rng)
         targets, mask = batch["targets"], batch["mask"]
 
-        # The padding rows of a partial batch stay out of BatchNorm's statistics too.
-        bn_mask = {"mask": mask} if cfg.has_batchnorm and cfg.takes_mask else {}
+        soft = None
         if distill is not None:
             soft = jax.lax.stop_gradient(distill.outputs(state.frozen, batch["inputs"], aug_rng))
 
-        def loss_fn(params):
-            outputs, updates = model.apply(
-                _variables(state, params, cfg),
-                x,
-                train=True,
-                rngs={"dropout": dropout_rng},
-                mutable=mutable,
-                **bn_mask,
-            )
-            values, weights = task.loss(outputs, targets, mask, state.norm)
-            total = _psum(jnp.sum(weights), axis_name)
-            if distill is not None:
-                values = distill.mix(values, weights, outputs, soft)
-            loss = jnp.sum(values) / total
-            for (aux,) in updates.get("aux_outputs", {}).values():
-                aux_values, _ = task.loss(aux, targets, mask, state.norm)
-                loss = loss + cfg.aux_weight * jnp.sum(aux_values) / total
-            return loss, (loss, outputs, updates)
-
+        loss_fn = functools.partial(
+            _loss, model, task, cfg, axis_name, mutable, distill, state, x, batch, dropout_rng, soft
+        )
         grads, (loss, outputs, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = _psum(grads, axis_name)
         metrics = _psum(task.metrics(outputs, targets, mask, state.norm), axis_name)
