@@ -1,7 +1,7 @@
 """Engine training throughput on one GPU: img/s, step time and model FLOP utilisation (MFU).
 
 For each (model, dtype, batch) of the grid it builds the engine's own supervised program (the
-model from `engine.build.model_options`, so `--dtype=bfloat16` means exactly what it means for
+model from `engine.model_setup.model_options`, so `--dtype=bfloat16` means exactly what it means for
 `run.py`; the optax chain from `engine.optim`; the pure step of `engine.steps` with the
 per-layer gradient sums a real run has, under `loop.accumulating` and `Plan.wrap_train` with
 donated state), compiles it, runs `--warmup` steps, then times `--steps` steps on batches
@@ -57,10 +57,10 @@ import architectures
 from benchmarks.gpu_flops import flops as _flops
 from benchmarks.gpu_flops import peak_tflops
 from engine import data, loop, optim, parallel, steps, tasks
-from engine.build import model_options
 from engine.config import Config
 from engine.data import augment as augment_lib
 from engine.data.source import CLASSIFICATION, DatasetInfo
+from engine.model_setup import model_options
 from engine.programs import supervised
 
 # name: (ResNet depth, image side, classes, default batches)

@@ -12,13 +12,11 @@ import math
 
 import numpy as np
 
-import architectures
-from engine import data, metric_learning, tasks
+from engine import data, metric_learning, model_setup, tasks
 from engine.config import Config, ConfigError
 from engine.data.loader import ClassBatches
 from engine.data.source import REGRESSION, ArraySource, Splits, Subset
 from engine.parallel import Plan
-from engine.programs import supervised
 from engine.steps import StepConfig
 
 
@@ -77,78 +75,6 @@ def _maybe_materialize(dataset, streaming: str):
         inputs = np.concatenate([p[0] for p in parts])
         changes[name] = ArraySource(inputs, np.concatenate([p[1] for p in parts]))
     return dataclasses.replace(dataset, **changes) if changes else dataset
-
-
-def model_options(config: Config, spec, axis_name: str | None) -> dict:
-    """The architecture options from the config, refusing ones the family does not take."""
-    options = {
-        "dropout": config.dropout if config.dropout >= 0 else None,
-        "activation": config.activation,
-        "leaky_slope": config.leaky_slope,
-        "init": config.init,
-        "dtype": config.dtype,
-        "batchnorm": {"auto": None, "on": True, "off": False}[config.batchnorm],
-        "depth": config.depth or None,
-        "width": config.width,
-        "hidden_sizes": tuple(config.hidden_sizes),
-        "aux_heads": config.aux_heads,
-        "bn_axis_name": axis_name,
-        "conv": config.conv,
-    }
-    explicit = {"depth": config.depth != 0, "width": config.width != 1.0}
-    for name, is_set in explicit.items():
-        if is_set and name not in spec.options:
-            raise ConfigError(f"--{name} does not apply to --arch={config.arch}")
-    return {k: v for k, v in options.items() if k in spec.options and v is not None}
-
-
-def _image_size(config: Config, info, spec) -> int:
-    if not info.is_image:
-        if spec.needs_image:
-            raise ConfigError(
-                f"--arch={config.arch} needs images but --dataset={info.name} has "
-                f"{info.input_shape[0]} features per example; use --arch=mlp"
-            )
-        return 0
-    height = info.input_shape[0]
-    minimum = spec.min_image_size or 0
-    if config.image_size:
-        if config.image_size < minimum:
-            raise ConfigError(
-                f"--image_size={config.image_size} is below --arch={config.arch}'s minimum "
-                f"{minimum}; use --image_size={minimum} or larger"
-            )
-        return config.image_size
-    return max(height, minimum)
-
-
-def _user_spec(name: str) -> architectures.ArchSpec:
-    """What the engine assumes of a user's module: any input shape, options of its own."""
-    return architectures.ArchSpec(
-        name=name,
-        needs_image=False,
-        min_image_size=0,
-        has_batchnorm=False,
-        has_dropout=False,
-        default_dropout=0.0,
-        options=(),
-        description="user module",
-    )
-
-
-def _has_batchnorm(model, input_shape: tuple[int, ...]) -> bool:
-    """Whether a user's module keeps `batch_stats` (traced with shapes only, nothing is run)."""
-    import jax
-
-    x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
-    try:
-        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-    except Exception as e:  # a user's module that cannot be called as documented
-        raise ConfigError(
-            f"model {type(model).__name__} cannot be initialised as "
-            f"model.init(rng, x, train=False) on inputs {x.shape}: {str(e).splitlines()[0][:160]}"
-        ) from None
-    return "batch_stats" in shapes
 
 
 def _class_batches(config: Config, info, train_source, divisor: int) -> ClassBatches:
@@ -273,6 +199,28 @@ def _loader(config: Config, plan: Plan, source, batch_size: int, shuffle: bool, 
     )
 
 
+def _data_note(config: Config, splits) -> str:
+    """The start-up line naming the data, its task and input shape, and the split sizes."""
+    fold = {-1: ", refit: validation on the training rows", 0: ""}.get(
+        config.fold, f", fold {config.fold} of {config.cv_folds}"
+    )
+    info = splits.info
+    return (
+        f"data: {info.name} ({info.task}, input {info.input_shape}) split "
+        f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}{fold}"
+    )
+
+
+def _norm(config: Config, splits) -> dict:
+    """The normalisation constants, from the training split only (targets too, for regression)."""
+    shift, scale = data.normalization(splits.train, config.normalize)
+    norm = {"input_shift": shift, "input_scale": scale}
+    if splits.info.task == REGRESSION:
+        t_shift, t_scale = data.target_normalization(splits.train)
+        norm.update(target_shift=t_shift, target_scale=t_scale)
+    return norm
+
+
 def build(
     config: Config,
     plan: Plan,
@@ -293,22 +241,11 @@ def build(
     notes = []
     splits = load_splits(config)
     info = splits.info
-    fold = {-1: ", refit: validation on the training rows", 0: ""}.get(
-        config.fold, f", fold {config.fold} of {config.cv_folds}"
-    )
-    notes.append(
-        f"data: {info.name} ({info.task}, input {info.input_shape}) split "
-        f"train {len(splits.train)} / val {len(splits.val)} / test {len(splits.test)}{fold}"
-    )
+    notes.append(_data_note(config, splits))
 
-    gan = config.program == "gan"  # two nets the GAN program builds itself
-    if gan:
-        from architectures import dcgan
-
-        spec = dcgan.SPEC
-    else:
-        spec = architectures.spec(config.arch) if model is None else _user_spec(config.arch)
-    image_size = _image_size(config, info, spec)
+    gan = config.program == "gan"
+    spec = model_setup.spec_of(config, model)
+    image_size = model_setup.image_size(config, info, spec)
 
     devices, processes = plan.num_devices, plan.num_processes
     eval_batch = _check_batches(config, devices, processes, len(splits.train))
@@ -328,44 +265,10 @@ def build(
             f"{class_batches.examples_per_class} examples, mining {config.mining}"
         )
 
-    shift, scale = data.normalization(splits.train, config.normalize)
-    norm = {"input_shift": shift, "input_scale": scale}
-    if info.task == REGRESSION:
-        t_shift, t_scale = data.target_normalization(splits.train)
-        norm.update(target_shift=t_shift, target_scale=t_scale)
-
+    norm = _norm(config, splits)
     if model is None and not gan:
-        try:
-            model = architectures.get(
-                config.arch,
-                num_classes=task.num_outputs,
-                **model_options(config, spec, plan.axis_name),
-            )
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-
-    from engine.data import augment
-
-    augment_fn = None if config.augment == "none" else augment.get(config.augment)
-    if augment_fn is not None and not info.is_image:
-        raise ConfigError(f"--augment={config.augment} needs images; {info.name} is a table")
-    if info.is_image:
-        input_shape = (image_size, image_size, info.input_shape[2])
-    else:
-        input_shape = tuple(info.input_shape)
-    step_config = StepConfig(
-        image_size=image_size,
-        augment=augment_fn,
-        aux_weight=config.aux_weight,
-        on_nan=config.on_nan,
-        # The registry resolves a zoo family's default; any other module is asked.
-        has_batchnorm=False
-        if gan
-        else model.batchnorm
-        if "batchnorm" in spec.options
-        else _has_batchnorm(model, input_shape),
-        takes_mask=not gan and supervised.takes_mask(model),
-    )
+        model = model_setup.make_model(config, spec, task.num_outputs, plan.axis_name)
+    step_config, input_shape = model_setup.step_config(config, info, spec, model, image_size, gan)
 
     def loader(source, batch_size, shuffle, class_batches=None):
         return _loader(config, plan, source, batch_size, shuffle, class_batches)

@@ -28,11 +28,11 @@ class _IgnoresMask:
 @contextlib.contextmanager
 def _mutation(name: str):
     """Patches the engine with the bug `name` ("" for none) while the block runs."""
-    from engine import build, steps
+    from engine import model_setup, steps
 
     if name == "unsynced":
-        target, attr = build, "model_options"
-        original = build.model_options
+        target, attr = model_setup, "model_options"
+        original = model_setup.model_options
         patched = lambda config, spec, axis_name: original(config, spec, None)  # noqa: E731
     elif name == "unmasked":
         target, attr = steps, "make_train_step"
