@@ -67,6 +67,9 @@ class ArchSpec:
             `lr`, `weight_decay`, `schedule`, `batchnorm`); the engine applies each to a run
             that does not set that field itself (`engine.defaults`). Empty: the engine's own
             defaults (Adam, lr 1e-3, cosine).
+        table_recipe: settings that replace or add to `recipe`'s when the inputs are feature
+            vectors (a table: `csv:` files and the embedded tables, `engine.data.is_table`),
+            for a family that trains on both tables and images (the MLP).
     """
 
     name: str
@@ -81,6 +84,7 @@ class ArchSpec:
     depths: tuple[int, ...] = ()
     default_depth: int | None = None
     recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    table_recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _bool(name: str, value: Any, spec: ArchSpec) -> bool:

@@ -11,7 +11,7 @@ Typical use (what `engine.train` does)::
 """
 
 from engine.data.loader import Loader, make_loader
-from engine.data.registry import DEFAULT, dataset_names, default_data_dir, load
+from engine.data.registry import DEFAULT, dataset_names, default_data_dir, is_table, load
 from engine.data.source import (
     CLASSIFICATION,
     REGRESSION,
@@ -54,6 +54,7 @@ __all__ = [
     "dataset_names",
     "default_data_dir",
     "imbalance_warning",
+    "is_table",
     "kfold",
     "load",
     "make_loader",

@@ -10,6 +10,8 @@ from engine.data.source import Dataset
 # listing names for --help does not import TFDS). `digits` is the default dataset.
 EMBEDDED = ("digits", "breast_cancer", "diabetes", "iris", "wine")
 DEFAULT = "digits"
+# The embedded sets whose rows are feature vectors (digits is 8 x 8 images).
+EMBEDDED_TABLES = ("breast_cancer", "diabetes", "iris", "wine")
 
 
 def default_data_dir() -> str:
@@ -28,6 +30,19 @@ def dataset_names() -> tuple[str, ...]:
     ('digits', 'breast_cancer', 'diabetes', 'iris', 'wine')
     """
     return EMBEDDED
+
+
+def is_table(name: str) -> bool:
+    """Whether dataset `name`'s inputs are feature vectors (N, D), known from the name alone.
+
+    The embedded tables and `csv:` files are; folders and TFDS catalog sets (image
+    classification) are images. Read before any data is loaded, so an architecture's recipe
+    for tables (`ArchSpec.table_recipe`) can apply while the flags are validated.
+
+    >>> is_table("wine"), is_table("csv:/data/x.csv"), is_table("digits"), is_table("cifar10")
+    (True, True, False, False)
+    """
+    return name in EMBEDDED_TABLES or name.startswith("csv:")
 
 
 def load(

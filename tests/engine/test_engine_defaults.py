@@ -75,6 +75,70 @@ def test_mlp_has_no_recipe(data_dir):
     assert (config.optimizer, config.lr, config.schedule) == ("adam", 1e-3, "cosine")
 
 
+@pytest.mark.parametrize("dataset", ["wine", "diabetes", "iris", "breast_cancer"])
+def test_the_mlp_on_a_table_takes_its_table_recipe(data_dir, dataset):
+    config = _resolved(data_dir, dataset=dataset)
+    # architectures/mlp.py: AdamW with decay 10 (measured there against Adam's 0.9698 on wine).
+    assert (config.optimizer, config.weight_decay) == ("adamw", 10.0)
+    assert {"optimizer=adamw", "weight_decay=10.0"} <= set(config.auto)
+    line = next(x for x in defaults.notes(config) if x.startswith("from the mlp recipe"))
+    assert line.startswith("from the mlp recipe for tables: optimizer=adamw, weight_decay=10.0")
+
+
+def test_the_table_recipe_keeps_to_tables_and_to_its_optimizer(data_dir):
+    digits = _resolved(data_dir)  # images: the engine's Adam, no decay
+    assert (digits.optimizer, digits.weight_decay) == ("adam", 0.0)
+    assert not any(x.startswith("from the") for x in defaults.notes(digits))
+    # --optimizer=adam: adam's decay is an L2 gradient term, where AdamW's 10 would swamp the
+    # loss, so the recipe's decay is dropped with its optimizer; a given decay is kept.
+    adam = validation.validate(
+        _from_flags("--dataset=wine", "--optimizer=adam", f"--data_dir={data_dir}")
+    )
+    assert (adam.optimizer, adam.weight_decay) == ("adam", 0.0)
+    given = validation.validate(
+        _from_flags(
+            "--dataset=wine", "--optimizer=sgd", "--weight_decay=1e-4", f"--data_dir={data_dir}"
+        )
+    )
+    assert (given.optimizer, given.weight_decay) == ("sgd", 1e-4)
+    # Another AdamW (the same decay form) keeps it.
+    adamw = validation.validate(
+        _from_flags("--dataset=wine", "--optimizer=adamw", f"--data_dir={data_dir}")
+    )
+    assert adamw.weight_decay == 10.0
+    assert not any(x.startswith("weight decay:") for x in defaults.notes(adamw))
+
+
+@pytest.mark.parametrize("flag", ["--lr=0.01", "--hidden_sizes=64", "--optimizer=momentum"])
+def test_a_given_lr_width_or_optimizer_leaves_the_adamw_decay_out(data_dir, flag):
+    # engine/defaults.py: AdamW's decay of 10 was measured at lr 1e-3 with the 256-128 layers
+    # (at lr 1e-2 a clean linear table fit to R^2 0.68, tests/engine/data/test_data_engine.py).
+    config = validation.validate(_from_flags("--dataset=wine", flag, f"--data_dir={data_dir}"))
+    assert config.weight_decay == 0.0
+    name = flag[2:].split("=")[0]
+    assert f"recipe_decay_void={name}" in config.auto
+    line = next(x for x in defaults.notes(config) if x.startswith("weight decay:"))
+    assert line == (
+        f"weight decay: the mlp recipe's 10 is left out, --{name} given (it holds only for "
+        "its optimizer, lr and widths); --weight_decay to set one"
+    )
+    assert validation.validate(config) == config  # resolved once, as saved
+    if name == "lr":  # an L2 decay (VGG's 5e-4 with momentum) is the same penalty at any lr
+        vgg = validation.validate(_from_flags("--arch=vgg", flag, f"--data_dir={data_dir}"))
+        assert vgg.weight_decay == 5e-4 and not any(a.startswith(defaults.VOID) for a in vgg.auto)
+
+
+def test_a_search_trial_that_changes_the_lr_leaves_the_adamw_decay_out(data_dir):
+    base = validation.validate(_from_flags("--dataset=wine", f"--data_dir={data_dir}"))
+    assert base.weight_decay == 10.0
+    trial = validation.validate(defaults.for_trial(base, lr=0.05))
+    assert (trial.lr, trial.weight_decay) == (0.05, 0.0)
+    assert "recipe_decay_void=lr" in trial.auto and "weight_decay=10.0" not in trial.auto
+    assert validation.validate(defaults.for_trial(base, dropout=0.2)).weight_decay == 10.0
+    chosen = validation.validate(defaults.for_trial(base, lr=0.05, weight_decay=1.0))
+    assert chosen.weight_decay == 1.0
+
+
 def test_start_up_lines_name_the_recipe_and_the_epochs(data_dir):
     config = _resolved(data_dir, arch="vgg", width=0.25)
     lines = build(config, parallel.make_plan("none")).notes
@@ -121,6 +185,11 @@ def test_every_recipe_names_recipe_fields_with_valid_values(data_dir, arch):
     assert set(defaults.recipe(arch)) <= set(defaults.RECIPE_FIELDS)
     config = _resolved(data_dir, arch=arch)  # the recipe's values pass validation
     assert all(getattr(config, k) == v for k, v in defaults.recipe(arch).items())
+    table = defaults.recipe(arch, table=True)
+    assert set(table) <= set(defaults.RECIPE_FIELDS)
+    if not architectures.spec(arch).needs_image:  # a table recipe's values pass too
+        config = _resolved(data_dir, arch=arch, dataset="wine")
+        assert all(getattr(config, k) == v for k, v in table.items())
 
 
 def test_a_small_validation_split_tests_the_last_epoch(data_dir):
