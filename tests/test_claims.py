@@ -61,15 +61,25 @@ def zoo_claims() -> list[tuple[str, float]]:
     return claims
 
 
-def baseline_claims() -> dict[str, dict[str, float]]:
-    """{dataset: {"engine": mean, model: mean, ...}} from the README's baselines table."""
-    claims = {}
-    for row in _table_rows(_readme(), "| dataset (metric) |"):
-        name = row[0].split(" ")[0]
-        models = dict(
-            re.fullmatch(r"(.+) (-?\d+\.\d+)", part.strip()).groups() for part in row[3].split(";")
-        )
-        claims[name] = {"engine": _number(row[1])} | {k: float(v) for k, v in models.items()}
+def baseline_claims() -> dict[int, dict[str, dict[str, float]]]:
+    """{seeds: {dataset: {"engine": mean, model: mean, ...}}} from the README's baseline tables.
+
+    Each table's seed count is the "seeds 0-N" its text names last before it (the baselines
+    table says 0-2, the default-runs table 0-4), so each is checked over its own seeds.
+    """
+    text = _readme()
+    claims: dict[int, dict[str, dict[str, float]]] = {}
+    for table in re.finditer(r"^\| dataset \(metric\) \|", text, flags=re.MULTILINE):
+        seeds = int(re.findall(r"seeds 0-(\d+)", text[: table.start()])[-1]) + 1
+        end = text.find("\n\n", table.start())  # the table alone: it ends at a blank line
+        for row in _table_rows(text[table.start() : end], "| dataset (metric) |"):
+            name = row[0].split(" ")[0]
+            models = dict(
+                re.fullmatch(r"(.+) (-?\d+\.\d+)", part.strip()).groups()
+                for part in row[3].split(";")
+            )
+            engine = {"engine": _number(row[1])}
+            claims.setdefault(seeds, {})[name] = engine | {k: float(v) for k, v in models.items()}
     return claims
 
 
@@ -95,7 +105,10 @@ def ratio_claims() -> dict[str, float]:
 def test_the_readme_has_the_figures_this_module_checks():
     # Parsing must not silently find nothing: every table and figure is there.
     assert len(zoo_claims()) >= 7
-    assert set(baseline_claims()) == {"digits", "iris", "wine", "breast_cancer", "diabetes"}
+    tables = baseline_claims()
+    assert set(tables) == {3, 5}  # the baselines (seeds 0-2) and the default runs (0-4)
+    for claims in tables.values():
+        assert set(claims) == {"digits", "iris", "wine", "breast_cancer", "diabetes"}
     assert len(ratio_claims()) == 6
 
 
@@ -122,12 +135,13 @@ def test_zoo_accuracy(flags, claimed, data_dir, tmp_path):
     assert claimed <= measured + ACCURACY_SLACK, (flags, claimed, measured)
 
 
-def test_baselines_table(data_dir):
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_baselines_table(data_dir, seeds):
     sys.path.insert(0, ROOT)
     from benchmarks import baselines
 
-    claims = baseline_claims()
-    measured = baselines.measure(data_dir, tuple(claims))
+    claims = baseline_claims()[seeds]
+    measured = baselines.measure(data_dir, tuple(claims), seeds)
     for name, claim in claims.items():
         got = {k: sum(v) / len(v) for k, v in measured[name].items() if k != "metric"}
         assert claim["engine"] <= got["engine"] + ACCURACY_SLACK, (name, claim, got)
