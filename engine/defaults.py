@@ -85,12 +85,10 @@ def recipe(arch: str, *, table: bool = False) -> dict:
 
 def with_recipe(config: Config) -> Config:
     """`config` with its architecture's recipe for each recipe field the user did not set."""
-    from engine.data.registry import is_table
-
     if config.mode != "train" or config.program != "supervised" or config.auto:
         return config  # eval/predict take the saved values; `auto`: resolved already
     mine = given(config)
-    values = recipe(config.arch, table=is_table(config.dataset))
+    values, _ = _run_recipe(config)
     void = _decay_void(values, config, mine)
     if void:
         values.pop("weight_decay")
@@ -99,8 +97,17 @@ def with_recipe(config: Config) -> Config:
         return config
     auto = tuple(f"{k}={v}" for k, v in changes.items())
     if void:
-        auto = (*auto, f"{VOID}={'+'.join(void)}")
+        auto = (*auto, _void_entry(void))
     return dataclasses.replace(config, **changes, auto=auto)
+
+
+def _run_recipe(config: Config) -> tuple[dict, bool]:
+    """The recipe of `config`'s architecture for its data, and whether a table part joined it."""
+    from engine.data.registry import is_table
+
+    table = is_table(config.dataset)
+    values = recipe(config.arch, table=table)
+    return values, table and values != recipe(config.arch)
 
 
 # `Config.auto` entry naming the given flags that left a recipe's weight decay out.
@@ -130,16 +137,14 @@ def _decay_void(values: dict, config: Config, mine: set[str]) -> list[str]:
     return void
 
 
+def _void_entry(void: list[str]) -> str:
+    """The `Config.auto` entry recording which given flags left the recipe's decay out."""
+    return f"{VOID}={'+'.join(void)}"
+
+
 def _decoupled(optimizer: str) -> bool:
     """Whether `optimizer`'s weight decay is decoupled from the gradient (AdamW's form)."""
     return optimizer == "adamw"
-
-
-def _table_recipe(arch: str) -> bool:
-    """Whether registered architecture `arch` has a recipe of its own for tables."""
-    import architectures
-
-    return arch in architectures.names() and bool(architectures.spec(arch).table_recipe)
 
 
 def updates_per_epoch(train_rows: int, config: Config) -> float:
@@ -260,20 +265,17 @@ def notes(config: Config, updates: float | None = None) -> list[str]:
             f"choose an epoch by; --select=best to test the best on the monitored metric)"
         )
     chosen = {k: v for k, v in auto.items() if k in RECIPE_FIELDS}
+    values, for_tables = _run_recipe(config)
     if VOID in auto:
-        from engine.data.registry import is_table
-
-        decay = recipe(config.arch, table=is_table(config.dataset))["weight_decay"]
+        decay = values["weight_decay"]
         flags = ", ".join(f"--{name}" for name in auto[VOID].split("+"))
         lines.append(
             f"weight decay: the {config.arch} recipe's {decay:g} is left out, {flags} given "
             "(it holds only for its optimizer, lr and widths); --weight_decay to set one"
         )
     if chosen:
-        from engine.data.registry import is_table
-
         shown = ", ".join(f"{k}={v}" for k, v in chosen.items())
-        kind = " for tables" if is_table(config.dataset) and _table_recipe(config.arch) else ""
+        kind = " for tables" if for_tables else ""
         lines.append(
             f"from the {config.arch} recipe{kind}: {shown} (flags given on the command win)"
         )
@@ -287,25 +289,16 @@ def for_trial(base: Config, **values) -> Config:
     automatic epoch count is counted again for it (unless the trial sets `epochs`); the trial's
     values count as given, so no recipe replaces them.
     """
-    from engine.data.registry import is_table
-
     changes = dict(values)
     auto = base.auto
     if config_auto_epochs(base) and "epochs" not in values:
         changes["epochs"] = 0
         auto = tuple(a for a in auto if not a.startswith(("epochs=", "updates=")))
     if any(a.startswith("weight_decay=") for a in auto):  # the recipe's: does it still hold?
-        void = _decay_void(
-            recipe(base.arch, table=is_table(base.dataset)),
-            dataclasses.replace(base, **values),
-            set(values),
-        )
+        void = _decay_void(_run_recipe(base)[0], dataclasses.replace(base, **values), set(values))
         if void:
             changes["weight_decay"] = Config.weight_decay
-            auto = (
-                *(a for a in auto if not a.startswith("weight_decay=")),
-                f"{VOID}={'+'.join(void)}",
-            )
+            auto = (*(a for a in auto if not a.startswith("weight_decay=")), _void_entry(void))
     if auto != base.auto:
         changes["auto"] = auto
     if base.given:
