@@ -110,18 +110,23 @@ def load_source(spec: str) -> tuple[dict, str]:
       ConfigError: no such run or checkpoint, naming what was looked for.
     """
     import orbax.checkpoint as ocp
+    from etils import epath
 
     path, where = source_checkpoint(spec)
-    checkpointer = ocp.StandardCheckpointer()
+    # The item's handler, not a Checkpointer: a Checkpointer looks for the step's metadata file
+    # inside the item folder and logs a warning that it is missing (the step folder has it).
+    handler = ocp.StandardCheckpointHandler()
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     try:
-        tree = checkpointer.metadata(path).item_metadata.tree
+        tree = handler.metadata(epath.Path(path)).tree
         target = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
         )
-        state = checkpointer.restore(path, target)
+        state = handler.restore(epath.Path(path), args=ocp.args.StandardRestore(target))
     except Exception as e:  # any unreadable checkpoint is the same user error
         raise ConfigError(f"--init_from={spec}: cannot read {path} ({type(e).__name__})") from None
+    finally:
+        handler.close()
     state = jax.tree.map(np.asarray, state)
     return {"params": state.get("params", {}), "batch_stats": state.get("batch_stats", {})}, where
 
