@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.struct
@@ -10,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from architectures.summary import init_program
 
 
 @flax.struct.dataclass
@@ -83,9 +84,10 @@ def _init_variables(model, rngs: dict, sample_input: np.ndarray) -> dict:
     Run eagerly, a deep net's init dispatches every op on its own (80 s for GoogLeNet on this
     2-core CPU); compiled with the default optimisation, the random-number code of hundreds of
     initialisers took 60 s to compile; at optimisation level 0 it took 14 s. Init runs once, so
-    its speed does not matter, only its compile time.
+    its speed does not matter, only its compile time. The jitted function is the one the
+    model summary traced for its shapes (`init_program`), so this lowering reuses that trace.
     """
-    init = jax.jit(functools.partial(model.init, train=False))
+    init, _ = init_program(model)
     lowered = init.lower(rngs, jnp.asarray(sample_input))
     try:
         compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})

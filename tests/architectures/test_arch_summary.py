@@ -159,3 +159,34 @@ def test_param_order_is_call_order_not_sorted():
     blocks = tuple(f"layer{i}_{j}" for i in range(1, 5) for j in range(2))
     assert order == ("stem", *blocks, "head")
     assert list(order) != sorted(order)
+
+
+def test_the_summary_and_the_state_share_one_trace_of_init():
+    """A start counts parameters, then builds the state: the model's Python runs once."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+    import optax
+
+    from engine import state as state_lib
+
+    calls = []
+
+    class Counted(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            calls.append(x.shape)  # runs only while JAX traces the module
+            return nn.Dense(3)(x)
+
+    model = Counted()
+    assert architectures.count_params(model, (1, 4)) == 15  # 4 * 3 weights + 3 biases
+    created = state_lib.create(
+        model,
+        optax.sgd(0.1),
+        rng=jax.random.PRNGKey(0),
+        sample_input=np.zeros((1, 4), np.float32),
+        norm={"input_shift": np.zeros(4), "input_scale": np.ones(4)},
+    )
+    assert created.params["Dense_0"]["kernel"].shape == (4, 3)
+    # Before the shared jitted init, eval_shape and the state's jit traced it once each.
+    assert calls == [(1, 4)]
