@@ -21,6 +21,7 @@ at init, and `(x - mean) * rsqrt(var + epsilon) * scale + bias` cast to `dtype`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -48,7 +49,7 @@ def masked_moments(
     """
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     axes = tuple(range(x.ndim - 1))
-    per_row = x[0, ..., 0].size  # spatial positions per row
+    per_row = math.prod(x.shape[1:-1])  # spatial positions per row
     if mask is None:
         count = jnp.asarray(x.shape[0] * per_row, jnp.int32)
     else:
@@ -56,12 +57,14 @@ def masked_moments(
         # where, not multiply: a padded row holding inf or NaN must not reach the sums.
         x = jnp.where(row, x, 0.0)
         count = jnp.sum(mask.astype(jnp.int32)) * per_row
-    sums = jnp.stack([jnp.sum(x, axes), jnp.sum(jnp.square(x), axes)])
+    # Two arrays, not one stacked (2, C): indexing the stack back apart cost ~1.5 ms of tracing
+    # per layer (a ResNet-18 step has 20); psum of the tuple is still one all-reduce.
+    total, total_sq = jnp.sum(x, axes), jnp.sum(jnp.square(x), axes)
     if axis_name is not None:
-        sums, count = jax.lax.psum((sums, count), axis_name)
+        total, total_sq, count = jax.lax.psum((total, total_sq, count), axis_name)
     # A batch always has real rows; the floor only keeps an all-padding call from dividing by 0.
-    n = jnp.maximum(count, 1).astype(sums.dtype)
-    mean, mean_sq = sums[0] / n, sums[1] / n
+    n = jnp.maximum(count, 1).astype(total.dtype)
+    mean, mean_sq = total / n, total_sq / n
     return mean, jnp.maximum(0.0, mean_sq - jnp.square(mean))
 
 
