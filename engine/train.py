@@ -10,6 +10,7 @@ the model against the data, and (on resume) that the saved state fits this confi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -54,7 +55,9 @@ def doctor_callbacks(setup: Setup, abstract, *, supervised_model=None) -> list[c
     from engine.doctor import probe
 
     run = setup.run
-    zeros = setup.program.eval_zeros(abstract, run.sample_batch())
+    # Shapes traced when the probe first evaluates (the loop traces the same at its first
+    # evaluation; the supervised program keeps the answer), not before the first step.
+    zeros = functools.cache(lambda: setup.program.eval_zeros(abstract, run.sample_batch()))
     the_probe = probe.build(setup, zeros, supervised_model)
     layers = probe.layer_order(supervised_model, run.input_shape) if supervised_model else ()
     stats = {

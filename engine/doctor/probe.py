@@ -92,7 +92,8 @@ class Probe(Callback):
 
     Args:
       train_loader: a loader of the fixed training subset in evaluation order.
-      eval_zeros: host zeros of the program's evaluation totals.
+      eval_zeros: `() -> host zeros` of the program's evaluation totals (called at the first
+        epoch's end: their trace is not needed before the first step).
       val_batch: one host validation batch for the activation probe, or None.
       activation_probe: `make_activation_probe(...)`'s function, or None.
     """
@@ -109,7 +110,7 @@ class Probe(Callback):
 
     def on_epoch_end(self, epoch, record, state):
         plan = self.fit.plan
-        totals = loop.evaluate(self.eval_step, state, self.loader, plan, self.zeros)
+        totals = loop.evaluate(self.eval_step, state, self.loader, plan, self.zeros())
         record["train_eval"] = self.fit.program.summarize(totals)
         if self.probe is None:
             return
@@ -129,7 +130,7 @@ def build(setup, eval_zeros, model=None) -> Probe:
 
     Args:
       setup: the prepared run.
-      eval_zeros: host zeros of the program's evaluation totals.
+      eval_zeros: `() -> host zeros` of the program's evaluation totals.
       model: the flax module to probe for dead units (None: no activation probe).
     """
     run, config, plan = setup.run, setup.config, setup.plan
