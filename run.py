@@ -15,6 +15,11 @@ import dataclasses
 import os
 import sys
 
+from engine import huge_pages
+
+if __name__ == "__main__":  # before JAX loads: glibc reads the setting at process start
+    huge_pages.restart_with_huge_pages()
+
 from absl import flags, logging
 
 import architectures

@@ -21,12 +21,17 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from engine import huge_pages
+
+if __name__ == "__main__":  # as run.py does, before JAX loads (engine/huge_pages.py)
+    huge_pages.restart_with_huge_pages()
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import architectures
 from benchmarks.engine_loop import engine_epoch_fn
