@@ -61,6 +61,15 @@ print(json.dumps({"first_step": first.seconds, "jax_import": jax_import}))
 CASES = {"mlp": {}, "resnet": {"arch": "resnet", "loss": "huber"}}
 
 
+def _driver(folder: str) -> str:
+    """DRIVER as a script file in `folder` (written at the first trial, then reused)."""
+    path = os.path.join(folder, "startup_driver.py")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(DRIVER)
+    return path
+
+
 def _trial(case: str, cache: str, data_dir: str, workdir: str) -> tuple[float, float]:
     settings = {**CASES[case], "workdir": workdir, "progress": False}
     if data_dir:
@@ -70,11 +79,8 @@ def _trial(case: str, cache: str, data_dir: str, workdir: str) -> tuple[float, f
         settings["compile_cache"] = "off"
     else:
         env["XDG_CACHE_HOME"] = cache
-    driver = os.path.join(os.path.dirname(workdir), "startup_driver.py")
-    with open(driver, "w") as f:
-        f.write(DRIVER)
     done = subprocess.run(
-        [sys.executable, driver, ROOT, json.dumps(settings)],
+        [sys.executable, _driver(os.path.dirname(workdir)), ROOT, json.dumps(settings)],
         capture_output=True,
         text=True,
         env=env,
