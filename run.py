@@ -15,10 +15,10 @@ import dataclasses
 import os
 import sys
 
-from engine import huge_pages
+from engine import host_memory
 
 if __name__ == "__main__":  # before JAX loads: glibc reads the setting at process start
-    huge_pages.restart_with_huge_pages()
+    host_memory.restart()
 
 from absl import flags, logging
 

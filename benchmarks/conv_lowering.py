@@ -1,8 +1,9 @@
-"""CPU convolution lowerings: shifted matmuls (conv="auto") against XLA's convolution ("xla").
+"""CPU convolution lowerings (conv="auto": Winograd or shifted matmuls) against XLA's ("xla").
 
 Two tables, each from alternating trials in this one process:
 - layers: forward+backward time of single convolutions at the shapes of ResNet-18 on 8x8 digits
-  and on 32x32 CIFAR, `lax.conv_general_dilated` against `architectures.conv_lowering`;
+  and on 32x32 CIFAR: `lax.conv_general_dilated`, the matmul forms alone (Winograd off),
+  and `architectures.conv_lowering` as the engine uses it (the form it picks is named);
 - steps: whole training epochs through the engine's real loop (`benchmarks.engine_loop`), the
   same network built with conv="auto" and with conv="xla" (same parameters: the lowering is not
   part of them), examples/s and the ratio.
@@ -67,10 +68,22 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
+def _matmuls_only(*args, **kwargs):
+    """conv_lowering's matmul forms with Winograd switched off (its threshold out of reach)."""
+    saved = conv_lowering.WINOGRAD_FLOPS
+    conv_lowering.WINOGRAD_FLOPS = float("inf")
+    try:
+        return conv_lowering.conv_general_dilated(*args, **kwargs)
+    finally:
+        conv_lowering.WINOGRAD_FLOPS = saved
+
+
 def layer_table(trials: int) -> None:
-    """Prints forward+backward ms of each LAYERS convolution under both lowerings."""
-    print("| input | kernel/stride | out | xla ms | matmul ms | xla / matmul |")
-    print("|---|---|---|---|---|---|")
+    """Prints forward+backward ms of each LAYERS convolution under each lowering."""
+    print(
+        "| input | kernel/stride | out | xla ms | matmul ms | auto ms | auto's form | xla / auto |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for n, size, c, f, k, s in LAYERS:
         rng = np.random.default_rng(0)
         x = jnp.asarray(rng.normal(size=(n, size, size, c)), jnp.float32)
@@ -85,8 +98,11 @@ def layer_table(trials: int) -> None:
 
         fns = {
             "xla": grad_fn(lax.conv_general_dilated),
-            "matmul": grad_fn(conv_lowering.conv_general_dilated),
+            "matmul": grad_fn(_matmuls_only),
+            "auto": grad_fn(conv_lowering.conv_general_dilated),
         }
+        tile = conv_lowering.winograd_tile((n, size, size, c), (k, k, c, f), (s, s), pad)
+        form = f"F({tile}x{tile}, 3x3)" if tile else "matmuls"
         times = {name: [] for name in fns}
         for fn in fns.values():
             _timed(fn, x, w)
@@ -94,11 +110,11 @@ def layer_table(trials: int) -> None:
         for _ in range(trials):
             for name, fn in fns.items():
                 times[name].append(sum(_timed(fn, x, w) for _ in range(reps)) / reps * 1e3)
-        a, b = statistics.median(times["xla"]), statistics.median(times["matmul"])
+        a, b, c_ = (statistics.median(times[name]) for name in ("xla", "matmul", "auto"))
         out = (size + 2 * (k // 2) - k) // s + 1
         print(
             f"| {n}x{size}x{size}x{c} | {k}x{k}/{s} | {out}x{out}x{f} | {a:.2f} | {b:.2f} "
-            f"| {a / b:.2f} |",
+            f"| {c_:.2f} | {form} | {a / c_:.2f} |",
             flush=True,
         )
 

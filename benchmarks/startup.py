@@ -1,9 +1,9 @@
 """Time to the first training step, first start (empty compilation cache) vs second start.
 
 Each trial is a fresh process (`python DRIVER`) that notes the time before importing
-anything, restarts itself with huge pages as run.py does (`engine/huge_pages.py`; the restart
-is counted in the start), notes how long `import jax` takes (reported apart: the issue's 3 s
-excludes it), runs
+anything, restarts itself with the host-memory settings as run.py does
+(`engine/host_memory.py`; the restart is counted in the start), notes how long `import jax`
+takes (reported apart: the issue's 3 s excludes it), runs
 `engine.fit` with the run.py defaults plus the case's flags (resnet: the README's
 `--arch=resnet --loss=huber`), and stops after the first training step has finished on the
 device (a callback blocks on it once). "first start" gets an
@@ -26,16 +26,17 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Run as a script file, so it restarts itself with huge pages as run.py does; the clock starts
-# in the first process (CLOCK_MONOTONIC is the machine's, the same on both sides of the exec).
+# Run as a script file, so it restarts itself (allocator, huge pages) as run.py does; the
+# clock starts in the first process (CLOCK_MONOTONIC is the machine's, the same on both sides
+# of the exec).
 DRIVER = r"""
 import time
 start = time.monotonic()
 import json, os, sys
 start = float(os.environ.setdefault("STARTUP_CLOCK_START", repr(start)))
 sys.path.insert(0, sys.argv[1])
-from engine import huge_pages
-huge_pages.restart_with_huge_pages()
+from engine import host_memory
+host_memory.restart()
 restarted = time.monotonic()
 import jax
 jax_import = time.monotonic() - restarted

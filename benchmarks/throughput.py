@@ -23,10 +23,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine import huge_pages
+from engine import host_memory
 
-if __name__ == "__main__":  # as run.py does, before JAX loads (engine/huge_pages.py)
-    huge_pages.restart_with_huge_pages()
+if __name__ == "__main__":  # as run.py does, before JAX loads (engine/host_memory.py)
+    host_memory.restart()
 
 import jax
 import jax.numpy as jnp

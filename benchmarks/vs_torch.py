@@ -29,9 +29,11 @@ PyTorch's OpenMP threads slow down far more than XLA's when another process take
 the 2-core machine one MLP trial fell from 41,785 to 738 img/s while a test run used a core):
 run it on an otherwise idle machine and quote the load averages it prints.
 
-Like `run.py`, the script restarts itself once with 2 MiB pages for large host buffers where
-the system allows (`engine/huge_pages.py`; it prints the `GLIBC_TUNABLES` in use): both sides
-share the process and the setting. `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` measures without.
+Like `run.py`, the script restarts itself once with TCMalloc preloaded (where installed) and
+2 MiB pages for large host buffers where the system allows (`engine/host_memory.py`; it prints
+the `LD_PRELOAD` and `GLIBC_TUNABLES` in use): both sides share the process and the settings,
+as PyTorch's CPU tuning guide recommends for it. `JAXTRAIN_MALLOC=system` measures with glibc's
+malloc, `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` with 4 KiB pages.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine import huge_pages
+from engine import host_memory
 
-if __name__ == "__main__":  # as run.py does, before JAX loads (engine/huge_pages.py)
-    huge_pages.restart_with_huge_pages()
+if __name__ == "__main__":  # as run.py does, before JAX loads (engine/host_memory.py)
+    host_memory.restart()
 
 import jax
 import numpy as np
@@ -368,7 +370,8 @@ def main() -> None:
         f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, "
         f"engine --parallel={args.parallel}; torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads{', channels_last' if args.channels_last else ''}; "
-        f"{os.cpu_count()} CPUs, load average {load_start:.2f}; GLIBC_TUNABLES="
+        f"{os.cpu_count()} CPUs, load average {load_start:.2f}; LD_PRELOAD="
+        f"{os.environ.get('LD_PRELOAD', '')!r}, GLIBC_TUNABLES="
         f"{os.environ.get('GLIBC_TUNABLES', '')!r}",
         flush=True,
     )

@@ -1,12 +1,14 @@
-"""Engine training speed and page faults with 4 KiB pages vs 2 MiB pages for host buffers.
+"""Engine training speed and page faults by how host memory is served: 4 KiB, 2 MiB, TCMalloc.
 
-The page size is a process's setting (glibc reads `GLIBC_TUNABLES` at start, see
-`engine/huge_pages.py`), so each trial is a fresh process running a few epochs of the engine's
-real loop (`benchmarks.engine_loop.engine_epoch_fn`, cases of `benchmarks/vs_torch.py`) with
-`glibc.malloc.hugetlb=0` or `=1`; trials alternate the two so machine noise hits both. Each
+The allocator and the page size are a process's settings (the loader reads `LD_PRELOAD` and
+glibc its `GLIBC_TUNABLES` at start, see `engine/host_memory.py`), so each trial is a fresh
+process running a few epochs of the engine's real loop (`benchmarks.engine_loop`, cases of
+`benchmarks/vs_torch.py`) with one setting: glibc's malloc with `glibc.malloc.hugetlb=0` (4 KiB
+pages), with `=1` (2 MiB pages), and TCMalloc preloaded (where installed: `apt-get install
+libtcmalloc-minimal4`). Trials alternate the settings so machine noise hits all alike. Each
 trial reports the median img/s of its timed epochs and their minor page faults.
 
-Usage: python benchmarks/huge_pages.py [--case=resnet_cifar,resnet_digits] [--trials=3]
+Usage: python benchmarks/host_memory.py [--case=resnet_cifar,resnet_digits] [--trials=3]
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from engine import host_memory  # noqa: E402
 
 
 def _child(case_name: str, epochs: int) -> None:
     import resource
     import time
 
-    sys.path.insert(0, ROOT)
     from benchmarks.engine_loop import engine_epoch_fn
     from benchmarks.vs_torch import CASES, _data
 
@@ -44,7 +48,7 @@ def _child(case_name: str, epochs: int) -> None:
 
 
 def main() -> int:
-    """Alternates 4 KiB / 2 MiB trials per case; prints the medians and the ratio."""
+    """Alternates the settings' trials per case; prints the medians and the ratios to 4 KiB."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="resnet_cifar,resnet_digits,lenet,mlp")
     parser.add_argument("--trials", type=int, default=3)
@@ -55,12 +59,21 @@ def main() -> int:
         _child(args._child, args.epochs)
         return 0
     load_start = os.getloadavg()[0]
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    settings = {
+        "4 KiB": {**base, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
+        "2 MiB": {**base, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    }
+    tcmalloc = host_memory.find_tcmalloc()
+    if tcmalloc:
+        settings["TCMalloc"] = {**settings["4 KiB"], "LD_PRELOAD": tcmalloc}
+    else:
+        print("TCMalloc not found (apt-get install libtcmalloc-minimal4): glibc settings only")
     rows = []
     for name in args.case.split(","):
-        results: dict[str, list[dict]] = {"0": [], "1": []}
+        results: dict[str, list[dict]] = {setting: [] for setting in settings}
         for _ in range(args.trials):
-            for setting in results:
-                env = dict(os.environ, GLIBC_TUNABLES=f"glibc.malloc.hugetlb={setting}")
+            for setting, env in settings.items():
                 done = subprocess.run(
                     [sys.executable, __file__, f"--_child={name}", f"--epochs={args.epochs}"],
                     capture_output=True, text=True, env=env,
@@ -68,7 +81,7 @@ def main() -> int:
                 if done.returncode:
                     raise SystemExit(f"{name} trial failed: {done.stderr[-2000:]}")
                 results[setting].append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"{name} hugetlb={setting}: {results[setting][-1]}", flush=True)
+                print(f"{name} {setting}: {results[setting][-1]}", flush=True)
         med = {
             k: {m: statistics.median(r[m] for r in v) for m in ("rate", "faults")}
             for k, v in results.items()
@@ -78,13 +91,16 @@ def main() -> int:
         f"\nmedians of {args.trials} alternating trials ({args.epochs} epochs each); load "
         f"average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end\n"
     )
-    print("| case | img/s 4 KiB | img/s 2 MiB | 2 MiB / 4 KiB | faults an epoch 4 KiB | 2 MiB |")
-    print("|---|---|---|---|---|---|")
+    names = list(settings)
+    print("| case | " + " | ".join(f"img/s {s}" for s in names) + " | "
+          + " | ".join(f"{s} / 4 KiB" for s in names[1:]) + " | "
+          + " | ".join(f"faults an epoch {s}" for s in names) + " |")  # fmt: skip
+    print("|---" * (3 * len(names)) + "|")
     for name, m in rows:
-        small, huge = m["0"], m["1"]
-        print(f"| {name} | {small['rate']:,.1f} | {huge['rate']:,.1f} | "
-              f"{huge['rate'] / small['rate']:.3f} | {small['faults']:,.0f} | "
-              f"{huge['faults']:,.0f} |")  # fmt: skip
+        rates = [f"{m[s]['rate']:,.1f}" for s in names]
+        ratios = [f"{m[s]['rate'] / m['4 KiB']['rate']:.3f}" for s in names[1:]]
+        faults = [f"{m[s]['faults']:,.0f}" for s in names]
+        print(f"| {name} | " + " | ".join(rates + ratios + faults) + " |")
     return 0
 
 
