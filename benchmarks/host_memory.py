@@ -1,12 +1,14 @@
-"""Engine training speed and page faults by how host memory is served: 4 KiB, 2 MiB, TCMalloc.
+"""Engine training speed and page faults by how host memory is served: 4 KiB, 2 MiB, jemalloc.
 
 The allocator and the page size are a process's settings (the loader reads `LD_PRELOAD` and
 glibc its `GLIBC_TUNABLES` at start, see `engine/host_memory.py`), so each trial is a fresh
 process running a few epochs of the engine's real loop (`benchmarks.engine_loop`, cases of
 `benchmarks/vs_torch.py`) with one setting: glibc's malloc with `glibc.malloc.hugetlb=0` (4 KiB
-pages), with `=1` (2 MiB pages), and TCMalloc preloaded (where installed: `apt-get install
-libtcmalloc-minimal4`). Trials alternate the settings so machine noise hits all alike. Each
-trial reports the median img/s of its timed epochs and their minor page faults.
+pages), with `=1` (2 MiB pages), jemalloc preloaded with the engine's `MALLOC_CONF` (where
+installed: `apt-get install libjemalloc2`), and, where installed, TCMalloc
+(`libtcmalloc-minimal4`), measured as the alternative. Trials alternate the settings so machine
+noise hits all alike. Each trial reports the median img/s of its timed epochs and their minor
+page faults.
 
 Usage: python benchmarks/host_memory.py [--case=resnet_cifar,resnet_digits] [--trials=3]
 """
@@ -59,16 +61,24 @@ def main() -> int:
         _child(args._child, args.epochs)
         return 0
     load_start = os.getloadavg()[0]
-    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_CONF", host_memory.ALLOCATOR_CHOICE)
+    }
     settings = {
         "4 KiB": {**base, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
         "2 MiB": {**base, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     }
-    tcmalloc = host_memory.find_tcmalloc()
-    if tcmalloc:
-        settings["TCMalloc"] = {**settings["4 KiB"], "LD_PRELOAD": tcmalloc}
+    jemalloc = host_memory.find_jemalloc()
+    if jemalloc:
+        conf = {"LD_PRELOAD": jemalloc, "MALLOC_CONF": host_memory.JEMALLOC_CONF}
+        settings["jemalloc"] = {**settings["4 KiB"], **conf}
     else:
-        print("TCMalloc not found (apt-get install libtcmalloc-minimal4): glibc settings only")
+        print("jemalloc not found (apt-get install libjemalloc2): no jemalloc column")
+    tcmalloc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+    if os.path.isfile(tcmalloc):
+        settings["TCMalloc"] = {**settings["4 KiB"], "LD_PRELOAD": tcmalloc}
     rows = []
     for name in args.case.split(","):
         results: dict[str, list[dict]] = {setting: [] for setting in settings}

@@ -29,7 +29,7 @@ PyTorch's OpenMP threads slow down far more than XLA's when another process take
 the 2-core machine one MLP trial fell from 41,785 to 738 img/s while a test run used a core):
 run it on an otherwise idle machine and quote the load averages it prints.
 
-Like `run.py`, the script restarts itself once with TCMalloc preloaded (where installed) and
+Like `run.py`, the script restarts itself once with jemalloc preloaded (where installed) and
 2 MiB pages for large host buffers where the system allows (`engine/host_memory.py`; it prints
 the `LD_PRELOAD` and `GLIBC_TUNABLES` in use): both sides share the process and the settings,
 as PyTorch's CPU tuning guide recommends for it. `JAXTRAIN_MALLOC=system` measures with glibc's

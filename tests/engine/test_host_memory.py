@@ -24,10 +24,10 @@ def _this_machine_restarts() -> bool:
     return host_memory.environment(env, platform.system(), platform.libc_ver(), mode) is not None
 
 
-TCMALLOC = host_memory.find_tcmalloc()
-needs_tcmalloc = pytest.mark.skipif(
-    TCMALLOC is None or platform.system() != "Linux",
-    reason="needs TCMalloc installed (Debian/Ubuntu: apt-get install libtcmalloc-minimal4)",
+JEMALLOC = host_memory.find_jemalloc()
+needs_jemalloc = pytest.mark.skipif(
+    JEMALLOC is None or platform.system() != "Linux",
+    reason="needs jemalloc installed (Debian/Ubuntu: apt-get install libjemalloc2)",
 )
 
 
@@ -77,23 +77,32 @@ def test_no_restart_where_it_would_change_nothing(environ, system, libc, mode):
     assert host_memory.environment(environ, system, libc, mode) is None
 
 
-_ALLOCATOR = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+_ALLOCATOR = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+_CONF = host_memory.JEMALLOC_CONF
 
 
 def test_the_allocator_is_preloaded_beside_the_huge_pages():
     assert host_memory.environment({}, "Linux", GLIBC, "madvise", _ALLOCATOR) == {
         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
         "LD_PRELOAD": _ALLOCATOR,
+        "MALLOC_CONF": _CONF,
     }
-    # Only the allocator is missing (an older start set the tunable): restart for it alone.
-    env = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "LD_PRELOAD": "/opt/libfoo.so"}
+    # Only the allocator is missing (an older start set the tunable): restart for it alone,
+    # beside a library the user preloads and with the user's own jemalloc settings.
+    env = {
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+        "LD_PRELOAD": "/opt/libfoo.so",
+        "MALLOC_CONF": "narenas:1",
+    }
     assert host_memory.environment(env, "Linux", GLIBC, "madvise", _ALLOCATOR) == {
         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
         "LD_PRELOAD": f"{_ALLOCATOR} /opt/libfoo.so",
+        "MALLOC_CONF": "narenas:1",
     }
     # Without huge pages to ask for (THP "always", musl), the allocator still helps.
     assert host_memory.environment({}, "Linux", ("", ""), "always", _ALLOCATOR) == {
-        "LD_PRELOAD": _ALLOCATOR
+        "LD_PRELOAD": _ALLOCATOR,
+        "MALLOC_CONF": _CONF,
     }
 
 
@@ -101,7 +110,7 @@ def test_the_allocator_is_preloaded_beside_the_huge_pages():
     "environ",
     [
         {"JAXTRAIN_MALLOC": "system"},  # the user's opt-out
-        {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},  # the user's allocator
+        {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"},  # the user's
         {"LD_PRELOAD": _ALLOCATOR},  # done (the restarted process)
     ],
 )
@@ -111,23 +120,23 @@ def test_an_allocator_choice_already_made_is_kept(environ):
 
 
 def test_no_allocator_outside_linux_or_where_none_is_installed(tmp_path):
-    assert host_memory.environment({}, "Darwin", ("", ""), "", "/usr/lib/libtcmalloc.dylib") is None
-    assert host_memory.find_tcmalloc((str(tmp_path / "missing.so"),)) is None
-    present = tmp_path / "libtcmalloc_minimal.so.4"
+    assert host_memory.environment({}, "Darwin", ("", ""), "", "/usr/lib/libjemalloc.dylib") is None
+    assert host_memory.find_jemalloc((str(tmp_path / "missing.so"),)) is None
+    present = tmp_path / "libjemalloc.so.2"
     present.write_bytes(b"")
-    assert host_memory.find_tcmalloc((str(tmp_path / "missing.so"), str(present))) == str(present)
+    assert host_memory.find_jemalloc((str(tmp_path / "missing.so"), str(present))) == str(present)
 
 
 def _probe_run(tmp_path, **env_extra):
     """run.py's process as a plugin sees it.
 
     Returns (returncode, pid inside, GLIBC_TUNABLES, outer pid, LD_PRELOAD or "-", whether
-    TCMalloc is mapped into the process).
+    jemalloc is mapped into the process).
     """
     (tmp_path / "probe_plugin.py").write_text(
         "import os\n"
         "maps = open('/proc/self/maps').read()\n"
-        "print('PROBE', os.getpid(), int('libtcmalloc' in maps),"
+        "print('PROBE', os.getpid(), int('libjemalloc' in maps),"
         " os.environ.get('LD_PRELOAD', '') or '-',"
         " os.environ.get('GLIBC_TUNABLES', ''), flush=True)\n"
         "raise SystemExit(0)\n"
@@ -135,7 +144,7 @@ def _probe_run(tmp_path, **env_extra):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "JAXTRAIN_MALLOC")
+        if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "JAXTRAIN_MALLOC", "MALLOC_CONF")
     }
     env.update(PYTHONPATH=str(tmp_path), JAX_PLATFORMS="cpu", **env_extra)
     child = subprocess.Popen(
@@ -208,27 +217,31 @@ def test_the_tunable_ends_the_page_faults_of_xlas_temporary_buffers():
     assert faults["1"] * 10 < faults["0"], faults
 
 
-@needs_tcmalloc
-def test_run_py_runs_with_tcmalloc_unless_told_not_to(tmp_path):
+@needs_jemalloc
+def test_run_py_runs_with_jemalloc_unless_told_not_to(tmp_path):
     code, inner_pid, _, outer_pid, preload, mapped = _probe_run(tmp_path)
     assert code == 0 and inner_pid == outer_pid
-    assert preload == TCMALLOC and mapped  # loaded, not only named
+    assert preload == JEMALLOC and mapped  # loaded, not only named
     _, _, _, _, preload, mapped = _probe_run(tmp_path, JAXTRAIN_MALLOC="system")
     assert preload == "-" and not mapped
 
 
-@needs_tcmalloc
-def test_tcmalloc_ends_the_page_faults_of_xlas_temporary_buffers():
+@needs_jemalloc
+def test_jemalloc_so_set_ends_the_page_faults_of_xlas_temporary_buffers():
     """The allocator's effect: XLA's freed temporary buffers are reused, not faulted in again.
 
     64 MiB freed and reallocated a call is 16,384 faults a call in 4 KiB pages (81,974 over 5
-    calls measured, above). TCMalloc faults the buffer in once more on the second call (16,394
-    over calls 2-6 measured), then reuses it: 0 over calls 3-7 (2026-12-07), so a hundredth
-    is a wide margin.
+    calls measured, above). jemalloc with JEMALLOC_CONF reuses it: 0 over calls 3-7 (0 over
+    calls 2-6 too; 2026-12-07), so a hundredth is a wide margin.
     """
     faults = {}
-    for name, extra in (("glibc", {}), ("tcmalloc", {"LD_PRELOAD": TCMALLOC})):
-        env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    preload = {"LD_PRELOAD": JEMALLOC, "MALLOC_CONF": host_memory.JEMALLOC_CONF}
+    for name, extra in (("glibc", {}), ("jemalloc", preload)):
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")
+        }
         env.update(GLIBC_TUNABLES="glibc.malloc.hugetlb=0", JAX_PLATFORMS="cpu", **extra)
         done = subprocess.run(
             [sys.executable, "-c", "WARMUP = 2\n" + _FAULTS],
@@ -240,4 +253,4 @@ def test_tcmalloc_ends_the_page_faults_of_xlas_temporary_buffers():
         assert done.returncode == 0, done.stderr[-2000:]
         faults[name] = int(done.stdout.split()[-1])
     assert faults["glibc"] >= 5 * 16384 * 0.9, faults
-    assert faults["tcmalloc"] * 100 < faults["glibc"], faults
+    assert faults["jemalloc"] * 100 < faults["glibc"], faults
