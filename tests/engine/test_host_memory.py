@@ -192,6 +192,25 @@ _FAULTS = textwrap.dedent(
 )
 
 
+def _faults(warmup: int, **settings) -> int:
+    """Minor page faults of 5 calls of _FAULTS after `warmup` calls in a fresh process.
+
+    The process gets only `settings` of the host-memory variables (none of this one's).
+    """
+    names = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF", host_memory.ALLOCATOR_CHOICE)
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(JAX_PLATFORMS="cpu", **settings)
+    done = subprocess.run(
+        [sys.executable, "-c", f"WARMUP = {warmup}\n" + _FAULTS],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
 @needs_madvise_thp
 def test_the_tunable_ends_the_page_faults_of_xlas_temporary_buffers():
     """The mechanism itself: XLA's temporary buffers fault 2 MiB at a time, not 4 KiB.
@@ -200,19 +219,7 @@ def test_the_tunable_ends_the_page_faults_of_xlas_temporary_buffers():
     in 2 MiB pages; measured over 5 calls (2026-12-04): 81,974 and 2,769 (the rest of the
     process's faults), so a tenth is a wide margin.
     """
-    faults = {}
-    for setting in ("0", "1"):
-        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-        env.update(GLIBC_TUNABLES=f"glibc.malloc.hugetlb={setting}", JAX_PLATFORMS="cpu")
-        done = subprocess.run(
-            [sys.executable, "-c", "WARMUP = 1\n" + _FAULTS],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        faults[setting] = int(done.stdout.split()[-1])
+    faults = {s: _faults(1, GLIBC_TUNABLES=f"glibc.malloc.hugetlb={s}") for s in ("0", "1")}
     assert faults["0"] >= 5 * 16384 * 0.9, faults  # the cost being removed is real
     assert faults["1"] * 10 < faults["0"], faults
 
@@ -234,23 +241,12 @@ def test_jemalloc_so_set_ends_the_page_faults_of_xlas_temporary_buffers():
     calls measured, above). jemalloc with JEMALLOC_CONF reuses it: 0 over calls 3-7 (0 over
     calls 2-6 too; 2026-12-07), so a hundredth is a wide margin.
     """
-    faults = {}
-    preload = {"LD_PRELOAD": JEMALLOC, "MALLOC_CONF": host_memory.JEMALLOC_CONF}
-    for name, extra in (("glibc", {}), ("jemalloc", preload)):
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")
-        }
-        env.update(GLIBC_TUNABLES="glibc.malloc.hugetlb=0", JAX_PLATFORMS="cpu", **extra)
-        done = subprocess.run(
-            [sys.executable, "-c", "WARMUP = 2\n" + _FAULTS],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        faults[name] = int(done.stdout.split()[-1])
+    small = "glibc.malloc.hugetlb=0"
+    faults = {
+        "glibc": _faults(2, GLIBC_TUNABLES=small),
+        "jemalloc": _faults(
+            2, GLIBC_TUNABLES=small, LD_PRELOAD=JEMALLOC, MALLOC_CONF=host_memory.JEMALLOC_CONF
+        ),
+    }
     assert faults["glibc"] >= 5 * 16384 * 0.9, faults
     assert faults["jemalloc"] * 100 < faults["glibc"], faults
