@@ -81,9 +81,7 @@ def _combine(coefficients, parts: list[jax.Array]) -> jax.Array:
             continue
         term = part if c == 1 else -part if c == -1 else part * jnp.asarray(c, part.dtype)
         total = term if total is None else total + term
-    if total is None:  # a row of zeros (none in these transforms, but keep the shape honest)
-        total = jnp.zeros_like(parts[0])
-    return total
+    return total  # every row of these transforms has a nonzero coefficient
 
 
 def _pick(x: jax.Array, axis: int, index: int) -> jax.Array:
