@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+import optuna
+from absl import flags, logging
 
 import run
-from engine import config as config_lib
-from engine import paths, validation
+from engine import paths
+from engine.config import ConfigError
+from engine.config import cli as settings_cli
+from engine.workflows import setup, study
 
 flags.DEFINE_string("study_dir", "", "the study's directory: study.db, trial-N, the report")
 flags.DEFINE_integer(
@@ -45,20 +48,17 @@ def main(argv) -> int:
         )
         return 2
     logging.set_verbosity(logging.WARNING)
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         if not FLAGS.study_dir:
-            raise config_lib.ConfigError("--study_dir=DIR is required (the study lives there)")
+            raise ConfigError("--study_dir=DIR is required (the study lives there)")
         if paths.is_remote(FLAGS.study_dir):  # optuna's SQLite storage is a local file
-            raise config_lib.ConfigError(
+            raise ConfigError(
                 f"--study_dir={FLAGS.study_dir} is remote; the study's SQLite file needs a local "
                 "or shared (NFS) folder"
             )
-        base = validation.validate(run._config_from_flags())
-        from engine import study
-
+        # The trials' shared settings, checked once here; each trial resolves its own run.
+        _, base = setup.configure(settings_cli.config_from_flags())
         params = study.parse_space(FLAGS.space)
         seed = None if FLAGS.sampler_seed < 0 else FLAGS.sampler_seed
         study.run_search(
@@ -70,16 +70,17 @@ def main(argv) -> int:
             seed=seed,
             prune=FLAGS.prune,
         )
-    except (config_lib.ConfigError, FileNotFoundError, PermissionError) as e:
+    except (ConfigError, FileNotFoundError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
+def cli(argv) -> int:
+    """The whole command line (as `run.cli`: `--plugins` first, one-line usage errors)."""
+    rest = run.parse(argv, __doc__)
+    return rest if isinstance(rest, int) else main(rest)
+
+
 if __name__ == "__main__":
-    if run._help_requested(sys.argv):
-        FLAGS(sys.argv[:1])
-        print(__doc__)
-        print(FLAGS.main_module_help())
-        sys.exit(0)
-    app.run(lambda argv: sys.exit(main(argv)))
+    sys.exit(cli(sys.argv))

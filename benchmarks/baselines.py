@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine import data
 from engine.config import Config
 from engine.data.source import REGRESSION
-from engine.train import train_and_evaluate
+from engine.workflows.fit import fit
 
 # Each dataset's default job: the flags the README gives for it (empty: `python run.py
 # --dataset=NAME`).
@@ -98,9 +98,9 @@ def _rows(source) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _engine_split(name: str, data_dir: str, config: Config):
-    """(train + val rows, test rows) exactly as `engine.build` splits them for `config`."""
+    """(train + val rows, test rows) as `engine.workflows.build` splits them for `config`."""
     splits = data.split(
-        data.load(name, data_dir=data_dir),
+        data.load(name, data.Options(data_dir)),
         test_fraction=config.test_fraction,
         val_fraction=config.val_fraction,
         seed=config.seed,
@@ -129,7 +129,7 @@ def measure(data_dir: str, datasets=tuple(JOBS), seeds: int = SEEDS) -> dict:
                 **JOBS[name],
             )
             start = time.perf_counter()
-            engine = train_and_evaluate(config)["test"]
+            engine = fit(config)["test"]
             if name == "digits" and seed == 0:
                 results["seconds"] = time.perf_counter() - start
             info, (x, y), (xs, ys) = _engine_split(name, data_dir, config)

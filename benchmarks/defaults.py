@@ -1,8 +1,8 @@
 """Issue 15, item 3 (a): every embedded dataset's default run against scikit-learn baselines.
 
 The default run is `python run.py --dataset=NAME` with nothing else (diabetes with the README's
-`--loss=huber`), so it trains with the automatic epoch count (`engine.defaults`: at least 30
-epochs and `--min_updates` updates) and its architecture's recipe. The baselines
+`--loss=huber`), so it trains with the automatic epoch count (`engine.config.recipes`: at
+least 30 epochs and `--min_updates` updates) and its architecture's recipe. The baselines
 (LogisticRegression, a tuned SVC, RandomForest, HistGradientBoosting; for regression Linear,
 RidgeCV, a tuned SVR, RandomForest, HistGradientBoosting) are fitted on the engine's training +
 validation rows and scored on exactly its test rows, seed by seed: this reuses
@@ -23,15 +23,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import baselines
 
-from engine import data, defaults, validation
+from engine import data
 from engine.config import Config
+from engine.config import recipes as defaults
+from engine.workflows import setup
 
 SEEDS = 5
 
 
 def epochs_line(name: str, data_dir: str) -> str:
     """The default run's automatic epoch count for `name` (seed 0), as its start-up line says."""
-    config = validation.validate(Config(data_dir=data_dir, dataset=name, **baselines.JOBS[name]))
+    _, config = setup.resolved(Config(data_dir=data_dir, dataset=name, **baselines.JOBS[name]))
     return defaults.notes(config)[0]
 
 

@@ -2,7 +2,7 @@
 
 Builds the supervised program the engine builds (`engine.programs.supervised.make`: task,
 optax chain, state, the pure step) and returns a function that runs one epoch through the
-loop's own `engine.loop.train_epoch` (loader, `Plan.place_batch`, the step under
+loop's own `engine.runtime.loop.train_epoch` (loader, `Plan.place_batch`, the step under
 `Plan.wrap_train` with on-device metric sums, one read-back).
 """
 
@@ -14,10 +14,12 @@ import jax
 import numpy as np
 
 import architectures
-from engine import data, loop, optim, parallel, steps, tasks
+from engine import data
 from engine.config import Config
 from engine.data.source import CLASSIFICATION, DatasetInfo
-from engine.programs import supervised
+from engine.programs import optim, steps, supervised
+from engine.runtime import loop, parallel
+from engine.workflows.build import loss_task
 
 
 def engine_epoch_fn(
@@ -43,8 +45,8 @@ def engine_epoch_fn(
     shift, scale = data.normalization(source, "standard")
     program = supervised.make(
         model,
-        optim.make(config, len(loader)),
-        tasks.make(config, info),
+        optim.make(optim.settings(config), len(loader)),
+        loss_task(config, info),
         cfg,
         plan.axis_name,
         input_shape=(size, size, x.shape[-1]) if size else x.shape[1:],

@@ -1,8 +1,9 @@
 """Engine training throughput on one GPU: img/s, step time and model FLOP utilisation (MFU).
 
 For each (model, dtype, batch) of the grid it builds the engine's own supervised program (the
-model from `engine.model_setup.model_options`, so `--dtype=bfloat16` means exactly what it means for
-`run.py`; the optax chain from `engine.optim`; the pure step of `engine.steps` with the
+model from `engine.workflows.model_setup.model_options`, so `--dtype=bfloat16` means exactly
+what it means for `run.py`; the optax chain from `engine.programs.optim`; the pure step of
+`engine.programs.steps` with the
 per-layer gradient sums a real run has, under `loop.accumulating` and `Plan.wrap_train` with
 donated state), compiles it, runs `--warmup` steps, then times `--steps` steps on batches
 already on the device (one `block_until_ready` at the end). It reports the compile time, ms
@@ -19,7 +20,8 @@ The data-pipeline check (ResNet-18, the largest batch, bfloat16 when measured) f
 step from the engine's in-memory loader (`engine.data.make_loader` over `--pipeline_examples`
 random uint8 images, CIFAR-10's training-split size by default): the loader alone with
 `jax.device_put` of each batch (the img/s it can deliver), then the engine's loop
-`engine.loop.train_epoch` fed by the loader, against the step's rate on device-resident data.
+`engine.runtime.loop.train_epoch` fed by the loader, against the step's rate on
+device-resident data.
 
 Float32 note: JAX's default precision lets XLA use TF32 tensor cores for float32 convolutions
 and matmuls (Ampere and later), so float32 MFU is against the TF32 peak; with
@@ -56,12 +58,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import architectures
 from benchmarks.gpu_flops import flops as _flops
 from benchmarks.gpu_flops import peak_tflops
-from engine import data, loop, optim, parallel, steps, tasks
+from engine import data
 from engine.config import Config
 from engine.data import augment as augment_lib
 from engine.data.source import CLASSIFICATION, DatasetInfo
-from engine.model_setup import model_options
-from engine.programs import supervised
+from engine.programs import optim, steps, supervised
+from engine.runtime import loop, parallel
+from engine.workflows.build import loss_task
+from engine.workflows.model_setup import model_options
 
 # name: (ResNet depth, image side, classes, default batches)
 MODELS = {
@@ -128,13 +132,15 @@ def build(name: str, dtype: str, batch: int, mode: str, augment: str) -> dict:
     )
     program = supervised.make(
         model,
-        optim.make(config, steps_per_epoch),
-        tasks.make(config, info),
+        optim.make(optim.settings(config), steps_per_epoch),
+        loss_task(config, info),
         cfg,
         plan.axis_name,
         input_shape=(size, size, 3),
         norm={"input_shift": shift, "input_scale": scale},
-        lr_schedule=optim.schedule(config, steps_per_epoch),  # as a real run: gradient sums on
+        lr_schedule=optim.schedule(
+            optim.settings(config), steps_per_epoch
+        ),  # as a real run: gradient sums on
     )
     host_batches = list(loader.epoch(0))
     host = program.init(jax.random.PRNGKey(0), host_batches[0])

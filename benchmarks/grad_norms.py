@@ -31,10 +31,12 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import architectures
-from engine import loop, steps, tasks
-from engine import state as state_lib
 from engine.config import Config
 from engine.data.source import CLASSIFICATION, DatasetInfo
+from engine.programs import state as state_lib
+from engine.programs import steps
+from engine.runtime import loop
+from engine.workflows.build import loss_task
 
 
 def build(size: int, channels: int, batch: int, with_sums: bool):
@@ -43,7 +45,7 @@ def build(size: int, channels: int, batch: int, with_sums: bool):
     info = DatasetInfo(
         name="bench", task=CLASSIFICATION, input_shape=(size, size, channels), num_classes=10
     )
-    task = tasks.make(Config(), info)
+    task = loss_task(Config(), info)
     schedule = optax.cosine_decay_schedule(1e-3, 1000)
     tx = optax.adam(schedule)
     cfg = steps.StepConfig(has_batchnorm=True)

@@ -1,7 +1,7 @@
 """Engine training speed and page faults by how host memory is served: 4 KiB, 2 MiB, jemalloc.
 
 The allocator and the page size are a process's settings (the loader reads `LD_PRELOAD` and
-glibc its `GLIBC_TUNABLES` at start, see `engine/host_memory.py`), so each trial is a fresh
+glibc its `GLIBC_TUNABLES` at start, see `engine/runtime/host_memory.py`), so each trial is a fresh
 process running a few epochs of the engine's real loop (`benchmarks.engine_loop`, cases of
 `benchmarks/vs_torch.py`) with one setting: glibc's malloc with `glibc.malloc.hugetlb=0` (4 KiB
 pages), with `=1` (2 MiB pages), jemalloc preloaded with the engine's `MALLOC_CONF` (where
@@ -25,7 +25,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engine import host_memory  # noqa: E402
+from engine.runtime import host_memory  # noqa: E402
 
 
 def _child(case_name: str, epochs: int) -> None:

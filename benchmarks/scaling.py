@@ -3,7 +3,8 @@
 Each device count runs in its own child process (JAX reads
 `XLA_FLAGS=--xla_force_host_platform_device_count=N` once, at start-up). A child builds, for each
 case, the engine's three parallel modes on the same in-memory data (digits tiled to whole global
-batches) and times the engine's real epoch loop (`engine.loop.train_epoch`: loader,
+batches) and times the engine's real epoch loop (`engine.runtime.loop.train_epoch`:
+loader,
 `Plan.place_batch`, the pure step under `Plan.wrap_train`, on-device metric sums, one read-back
 per epoch):
 

@@ -2,7 +2,7 @@
 
 Each trial is a fresh process (`python DRIVER`) that notes the time before importing
 anything, restarts itself with the host-memory settings as run.py does
-(`engine/host_memory.py`; the restart is counted in the start), notes how long `import jax`
+(`engine/runtime/host_memory.py`; the restart is counted in the start), notes how long `import jax`
 takes (reported apart: the issue's 3 s excludes it), runs
 `engine.fit` with the run.py defaults plus the case's flags (resnet: the README's
 `--arch=resnet --loss=huber`), and stops after the first training step has finished on the
@@ -35,13 +35,13 @@ start = time.monotonic()
 import json, os, sys
 start = float(os.environ.setdefault("STARTUP_CLOCK_START", repr(start)))
 sys.path.insert(0, sys.argv[1])
-from engine import host_memory
+from engine.runtime import host_memory
 host_memory.restart()
 restarted = time.monotonic()
 import jax
 jax_import = time.monotonic() - restarted
 import engine
-from engine.callbacks import Callback
+from engine.runtime.callbacks import Callback
 
 class FirstStep(Callback):
     seconds = None

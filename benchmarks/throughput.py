@@ -2,10 +2,10 @@
 
 Both loops train the same model with the same optimizer on the same in-memory data at the same
 batch size; trials alternate (engine epoch, bare epoch, ...) and the median of each is compared,
-so machine noise hits both alike. The engine's loop is the real one (`engine.loop.train_epoch`:
-loader, batch placement, the pure step under `Plan.wrap_train`, on-device metric
-sums); the bare loop is what a user would write by hand: slice NumPy arrays, `jax.device_put`,
-a jitted step with donated state.
+so machine noise hits both alike. The engine's loop is the real one
+(`engine.runtime.loop.train_epoch`: loader, batch placement, the pure step under
+`Plan.wrap_train`, on-device metric sums); the bare loop is what a user would write by hand:
+slice NumPy arrays, `jax.device_put`, a jitted step with donated state.
 
 Usage:
   python benchmarks/throughput.py                 # both cases
@@ -23,9 +23,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine import host_memory
+from engine.runtime import host_memory
 
-if __name__ == "__main__":  # as run.py does, before JAX loads (engine/host_memory.py)
+if __name__ == "__main__":  # as run.py does, before JAX loads (engine/runtime/host_memory.py)
     host_memory.restart()
 
 import jax

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import engine
 from engine.config import Config
-from engine.metric_learning import MINING
+from engine.programs.metric_learning import MINING
 
 
 def main() -> int:

@@ -30,10 +30,10 @@ the 2-core machine one MLP trial fell from 41,785 to 738 img/s while a test run 
 run it on an otherwise idle machine and quote the load averages it prints.
 
 Like `run.py`, the script restarts itself once with jemalloc preloaded (where installed) and
-2 MiB pages for large host buffers where the system allows (`engine/host_memory.py`; it prints
-the `LD_PRELOAD` and `GLIBC_TUNABLES` in use): both sides share the process and the settings,
-as PyTorch's CPU tuning guide recommends for it. `JAXTRAIN_MALLOC=system` measures with glibc's
-malloc, `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` with 4 KiB pages.
+2 MiB pages for large host buffers where the system allows (`engine/runtime/host_memory.py`;
+it prints the `LD_PRELOAD` and `GLIBC_TUNABLES` in use): both sides share the process and the
+settings, as PyTorch's CPU tuning guide recommends for it. `JAXTRAIN_MALLOC=system` measures
+with glibc's malloc, `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` with 4 KiB pages.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine import host_memory
+from engine.runtime import host_memory
 
-if __name__ == "__main__":  # as run.py does, before JAX loads (engine/host_memory.py)
+if __name__ == "__main__":  # as run.py does, before JAX loads (engine/runtime/host_memory.py)
     host_memory.restart()
 
 import jax

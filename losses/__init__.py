@@ -42,8 +42,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from losses.classification import binary_cross_entropy, cross_entropy, focal
 from losses.divergence import kl_divergence
@@ -52,6 +54,7 @@ from losses.regression import huber, log_cosh, mae, mse, smooth_l1
 
 __all__ = [
     "KINDS",
+    "LossSpec",
     "binary_cross_entropy",
     "cross_entropy",
     "focal",
@@ -65,6 +68,7 @@ __all__ = [
     "names",
     "register",
     "smooth_l1",
+    "spec",
     "triplet_margin",
     "unregister",
 ]
@@ -77,27 +81,78 @@ __all__ = [
 #   triplets: (anchor, positive, negative) embeddings.
 KINDS = ("labels", "one_hot", "values", "triplets")
 
-_REGISTRY: dict[str, tuple[Callable, str]] = {
-    "mse": (mse, "values"),
-    "mae": (mae, "values"),
-    "huber": (huber, "values"),
-    "smooth_l1": (smooth_l1, "values"),
-    "log_cosh": (log_cosh, "values"),
-    "cross_entropy": (cross_entropy, "labels"),
-    "binary_cross_entropy": (binary_cross_entropy, "one_hot"),
-    "focal": (focal, "labels"),
-    "kl_divergence": (kl_divergence, "one_hot"),
-    "triplet_margin": (triplet_margin, "triplets"),
+
+def _none_if_negative(value: float) -> float | None:
+    """`--focal_alpha`'s convention: a negative value means no alpha weighting."""
+    return None if value < 0 else value
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: the function and how a training engine calls it.
+
+    Attributes:
+      fn: the loss, following this package's conventions.
+      kind: what targets it compares with (one of `KINDS`).
+      hyperparameters: its keyword arguments set by the engine's settings: `{keyword:
+        setting}` or `{keyword: (setting, convert)}` (e.g. huber's `delta` from `--delta`).
+      fixed: keyword arguments always given (kl_divergence's `from_logits=True`).
+      binary: on two classes it takes one logit (B, 1) against 0/1 targets (B, 1) (a sigmoid
+        form), called without `fixed`.
+      smooth: a `one_hot` loss's targets are smoothed by the label-smoothing setting.
+      class_weights: it weighs each term by its class itself (takes `class_weights=`); else
+        the engine weighs each example's value by its class's weight.
+    """
+
+    fn: Callable
+    kind: str
+    hyperparameters: Mapping[str, str | tuple[str, Callable[[Any], Any]]] = dataclasses.field(
+        default_factory=dict
+    )
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    binary: bool = False
+    smooth: bool = True
+    class_weights: bool = False
+
+
+_REGISTRY: dict[str, LossSpec] = {
+    "mse": LossSpec(mse, "values"),
+    "mae": LossSpec(mae, "values"),
+    "huber": LossSpec(huber, "values", {"delta": "delta"}),
+    "smooth_l1": LossSpec(smooth_l1, "values", {"beta": "delta"}),
+    "log_cosh": LossSpec(log_cosh, "values"),
+    "cross_entropy": LossSpec(
+        cross_entropy, "labels", {"label_smoothing": "label_smoothing"}, class_weights=True
+    ),
+    "binary_cross_entropy": LossSpec(binary_cross_entropy, "one_hot", binary=True, smooth=False),
+    "focal": LossSpec(
+        focal,
+        "labels",
+        {"gamma": "focal_gamma", "alpha": ("focal_alpha", _none_if_negative)},
+        fixed={"multiclass": True},
+        binary=True,
+    ),
+    "kl_divergence": LossSpec(kl_divergence, "one_hot", fixed={"from_logits": True}),
+    "triplet_margin": LossSpec(triplet_margin, "triplets", {"margin": "margin"}),
 }
 BUILTIN = tuple(_REGISTRY)
 
 
-def names() -> tuple[str, ...]:
-    """The registered loss names, in registry order (regression, classification, others)."""
-    return tuple(_REGISTRY)
+def names(kind: str | None = None) -> tuple[str, ...]:
+    """The registered loss names (of `kind`, if given), in registry order.
+
+    >>> names("values")
+    ('mse', 'mae', 'huber', 'smooth_l1', 'log_cosh')
+    """
+    return tuple(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
 
 
-def _entry(name: str) -> tuple[Callable, str]:
+def spec(name: str) -> LossSpec:
+    """The registration of loss ``name``.
+
+    Raises:
+      ValueError: ``name`` is not registered; the message lists the valid names.
+    """
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -110,7 +165,7 @@ def get(name: str) -> Callable:
     Raises:
       ValueError: ``name`` is not registered; the message lists the valid names.
     """
-    return _entry(name)[0]
+    return spec(name).fn
 
 
 def kind(name: str) -> str:
@@ -119,12 +174,12 @@ def kind(name: str) -> str:
     >>> kind("cross_entropy"), kind("huber")
     ('labels', 'values')
     """
-    return _entry(name)[1]
+    return spec(name).kind
 
 
 def name_of(fn: Callable) -> str | None:
     """The name ``fn`` is registered under, or None."""
-    return next((n for n, (f, _) in _REGISTRY.items() if f is fn), None)
+    return next((n for n, s in _REGISTRY.items() if s.fn is fn), None)
 
 
 def check_loss(fn: Callable, kind: str, *, what: str = "loss") -> None:
@@ -151,7 +206,14 @@ def check_loss(fn: Callable, kind: str, *, what: str = "loss") -> None:
         )
 
 
-def register(name: str, fn: Callable, *, kind: str) -> Callable:
+def register(
+    name: str,
+    fn: Callable,
+    *,
+    kind: str,
+    hyperparameters: Mapping[str, Any] | None = None,
+    **how: Any,
+) -> Callable:
     """Registers ``fn`` as the loss ``name``, usable as ``--loss=name`` and ``losses.get(name)``.
 
     Args:
@@ -159,6 +221,10 @@ def register(name: str, fn: Callable, *, kind: str) -> Callable:
       fn: ``fn(predictions, targets, *, reduction="mean", where=None)`` following the package's
         conventions (per-example values with ``reduction="none"``, ``where`` masks rows).
       kind: what targets it compares with, one of ``KINDS``.
+      hyperparameters: its keyword arguments the engine sets from its settings, ``{keyword:
+        setting}`` (e.g. ``{"delta": "delta"}``); see ``LossSpec``.
+      **how: the other ``LossSpec`` fields (``fixed``, ``binary``, ``smooth``,
+        ``class_weights``).
 
     Returns:
       ``fn`` unchanged, so ``register`` also works as a decorator's body.
@@ -183,7 +249,7 @@ def register(name: str, fn: Callable, *, kind: str) -> Callable:
     if name in _REGISTRY:
         raise ValueError(f"loss {name!r} is already registered; choose another name")
     check_loss(fn, kind, what=f"loss {name!r}")
-    _REGISTRY[name] = (fn, kind)
+    _REGISTRY[name] = LossSpec(fn, kind, dict(hyperparameters or {}), **how)
     return fn
 
 
@@ -191,5 +257,5 @@ def unregister(name: str) -> None:
     """Removes a loss added with ``register`` (built-in losses cannot be removed)."""
     if name in BUILTIN:
         raise ValueError(f"loss {name!r} is built in and cannot be unregistered")
-    _entry(name)
+    spec(name)
     del _REGISTRY[name]

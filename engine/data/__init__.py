@@ -1,8 +1,8 @@
 """Datasets by name, train/val/test splits, training-split statistics and batch loaders.
 
-Typical use (what `engine.train` does)::
+Typical use (what `engine.workflows.build` does)::
 
-    dataset = data.load("digits", data_dir=data_dir)
+    dataset = data.load("digits", data.Options(data_dir=data_dir))
     splits = data.split(dataset, test_fraction=0.3, val_fraction=0.1, seed=0)
     shift, scale = data.normalization(splits.train, "standard")
     train = data.make_loader(splits.train, batch_size=64, shuffle=True, seed=0)
@@ -10,8 +10,9 @@ Typical use (what `engine.train` does)::
         ...
 """
 
+# The built-in sources register themselves (`engine.data.sources`); the fallback comes last.
+from engine.data import catalog, embedded, folder, table  # noqa: F401
 from engine.data.loader import Loader, make_loader
-from engine.data.registry import DEFAULT, dataset_names, default_data_dir, is_table, load
 from engine.data.source import (
     CLASSIFICATION,
     REGRESSION,
@@ -24,6 +25,7 @@ from engine.data.source import (
     Splits,
     Subset,
 )
+from engine.data.sources import DEFAULT, Options, dataset_names, default_data_dir, load
 from engine.data.splits import kfold, split
 from engine.data.stats import (
     NORMALIZATIONS,
@@ -45,6 +47,7 @@ __all__ = [
     "DatasetInfo",
     "FeatureDecoder",
     "Loader",
+    "Options",
     "RecordSource",
     "Source",
     "Splits",
@@ -54,7 +57,6 @@ __all__ = [
     "dataset_names",
     "default_data_dir",
     "imbalance_warning",
-    "is_table",
     "kfold",
     "load",
     "make_loader",

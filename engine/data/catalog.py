@@ -36,7 +36,11 @@ import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
+from PIL import Image
+from tensorflow_datasets.core.features import image_feature
 
+from engine.data import sources
 from engine.data.source import CLASSIFICATION, Dataset, DatasetInfo, RecordSource
 
 VARIABLE_SIZE_DEFAULT = 224  # ImageNet's usual training size
@@ -50,8 +54,6 @@ def quiet():
 
     (A version folder not written yet, a custom builder config, OpenCV not installed.)
     """
-    from absl import logging as absl_logging
-
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)
     try:
@@ -70,8 +72,6 @@ def fit_image(image, size: tuple[int, int]):
 
     Keeps the aspect ratio (no stretching); a same-shape image is returned as it is.
     """
-    from PIL import Image
-
     height, width = size
     if image.size == (width, height):
         return image
@@ -102,8 +102,6 @@ class ImageLabelDecoder:
         """`(image, label)` of one decoded record."""
         image = np.asarray(record[self.image_key], dtype=np.uint8)
         if self.size is not None and image.shape[:2] != self.size:
-            from PIL import Image
-
             channels = image.shape[-1]
             pil = Image.fromarray(image[..., 0] if channels == 1 else image)
             image = np.asarray(fit_image(pil, self.size)).reshape(*self.size, channels)
@@ -154,10 +152,8 @@ def _pick(features, kind: type, preferred: str, name: str, what: str) -> str:
 
 
 def _unknown(name: str) -> ValueError:
-    from engine.data.registry import dataset_names
-
     return ValueError(
-        f"unknown dataset {name!r}: not an embedded set ({', '.join(dataset_names())}), "
+        f"unknown dataset {name!r}: not an embedded set ({', '.join(sources.dataset_names())}), "
         "not folder:PATH or csv:PATH, and not a TFDS catalog name (tfds.list_builders())"
     )
 
@@ -182,8 +178,6 @@ def _without_tensorflow():
       does not declare as a dependency (tensorflow/datasets#11212); the standard library's
       `importlib.resources` has the same `abc.Traversable` it needs.
     """
-    from tensorflow_datasets.core.features import image_feature
-
     encoder = image_feature._ImageEncoder
     original = encoder._encode_image
     alias = importlib.util.find_spec("importlib_resources") is None
@@ -193,8 +187,6 @@ def _without_tensorflow():
     def encode_with_pillow(self, np_image: np.ndarray) -> bytes:
         if self.np_dtype != np.uint8:
             return original(self, np_image)
-        from PIL import Image
-
         array = np.asarray(np_image)
         buffer = io.BytesIO()
         Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
@@ -309,3 +301,13 @@ def load(name: str, *, data_dir: str, image_size: int | None = None) -> Dataset:
         f"{info.num_classes} classes; images {height}x{width}x{channels}"
     )
     return Dataset(info=info, **sources)
+
+
+sources.register(
+    sources.Source(
+        "tfds",
+        "any TFDS catalog name (cifar10, mnist:3.0.1), prepared in --data_dir",
+        lambda name, options: load(name, data_dir=options.data_dir, image_size=options.image_size),
+        fallback=True,
+    )
+)

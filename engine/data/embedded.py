@@ -25,11 +25,14 @@ from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
+from engine.data import sources
 from engine.data.locking import exclusive
-from engine.data.registry import EMBEDDED as NAMES
-from engine.data.registry import default_data_dir
 from engine.data.source import CLASSIFICATION, REGRESSION, ArraySource, Dataset, DatasetInfo
+
+# The sets that ship inside scikit-learn; `digits` (8 x 8 images) is the default dataset.
+NAMES = ("digits", "breast_cancer", "diabetes", "iris", "wine")
 
 
 def _sklearn_bunch(name: str):
@@ -156,8 +159,6 @@ def _quiet():
     The warnings are about the version folder not written yet; TFDS' own two lines (preparing /
     prepared to DIR) still print.
     """
-    from absl import logging as absl_logging
-
     verbosity = absl_logging.get_verbosity()
     bars = tfds.core.utils.tqdm_utils._active
     absl_logging.set_verbosity(absl_logging.ERROR)
@@ -174,14 +175,14 @@ def builder(name: str, data_dir: str | None = None) -> _SklearnBuilder:
 
     Args:
       name: one of `NAMES`.
-      data_dir: root of prepared datasets; `default_data_dir()` when None.
+      data_dir: root of prepared datasets; `sources.default_data_dir()` when None.
 
     Returns:
       A builder whose `as_data_source("train")` reads the array_record files.
     """
     if name not in BUILDERS:
         raise ValueError(f"unknown embedded dataset {name!r}; valid: {', '.join(NAMES)}")
-    data_dir = os.path.expanduser(data_dir or default_data_dir())
+    data_dir = os.path.expanduser(data_dir or sources.default_data_dir())
     cls = BUILDERS[name]
     with _quiet():
         b = cls(data_dir=data_dir, file_format="array_record")
@@ -231,3 +232,13 @@ def load(name: str, *, data_dir: str | None = None) -> Dataset:
             feature_names=feature_names,
         )
     return Dataset(info=info, train=ArraySource(inputs, targets))
+
+
+sources.register(
+    sources.Source(
+        "embedded",
+        f"embedded (offline, from scikit-learn): {'|'.join(NAMES)}",
+        lambda name, options: load(name, data_dir=options.data_dir),
+        names=NAMES,
+    )
+)

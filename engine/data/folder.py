@@ -43,7 +43,9 @@ from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image, ImageOps
 
+from engine.data import sources
 from engine.data.catalog import ImageLabelDecoder, fit_image, quiet, split_labels
 from engine.data.folder_scan import IMAGE_EXTENSIONS, scan
 from engine.data.locking import exclusive
@@ -68,8 +70,6 @@ def _fingerprint(root: str, files: dict[str, list], image_size, skip_bad_files: 
 
 def _header(path: str) -> tuple[tuple[int, int] | None, bool, str | None]:
     """((height, width), is colour, error) from an image's header (no pixel decoding)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             colour = image.mode not in _GREY_MODES
@@ -107,8 +107,6 @@ def _encode(path: str, size: tuple[int, int], channels: int) -> tuple[bytes | No
     JPEG files are stored as JPEG (quality 95: they were lossy already, and PNG-encoding photos
     costs 15x more time and 6x more space), anything else as lossless PNG.
     """
-    from PIL import Image, ImageOps
-
     mode = "L" if channels == 1 else "RGB"
     try:
         with Image.open(path) as image:
@@ -139,8 +137,6 @@ def read_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
     Raises:
       ValueError: the file cannot be read as an image (one line naming it).
     """
-    from PIL import Image
-
     data, error = _encode(path, size, channels)
     if data is None:
         raise ValueError(f"cannot read image {path!r}: {error}")
@@ -383,3 +379,18 @@ def load(
         dataset = _read(version_dir, f"folder:{path}")
     print(describe(dataset))
     return dataset
+
+
+sources.register(
+    sources.Source(
+        "folder",
+        "folder:PATH (your images, one sub-folder per class)",
+        lambda path, options: load(
+            path,
+            data_dir=options.data_dir,
+            image_size=options.image_size,
+            skip_bad_files=options.skip_bad_files,
+        ),
+        prefix=True,
+    )
+)

@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Iterator
 
 import numpy as np
+from absl import flags
 
 from engine.data.source import Source
 
@@ -56,7 +57,7 @@ def _close_open_streams() -> None:
 class ClassBatches:
     """Batches of P classes x K examples each (FaceNet; "PK batches" of Hermans et al. 2017).
 
-    A metric-learning loss mines its triplets inside the batch, so every batch must hold
+    A loss that mines its triplets inside the batch needs every batch to hold
     several examples of each of several classes; a uniform shuffle of 10 digit classes in 64
     rows does too, but not 1,000 classes. Each batch draws P distinct classes, then the next K
     rows of each class's own shuffled queue (refilled with a new permutation when it runs out,
@@ -72,6 +73,11 @@ class ClassBatches:
     labels: np.ndarray = dataclasses.field(compare=False)
     classes_per_batch: int
     examples_per_class: int
+
+    @property
+    def rows(self) -> int:
+        """P x K: the rows of one batch."""
+        return self.classes_per_batch * self.examples_per_class
 
     def order(self, rng: np.random.Generator, steps: int) -> np.ndarray:
         """`steps` batches of rows, concatenated: (steps * P * K,) int64."""
@@ -215,7 +221,7 @@ class Loader:
             )
         self.source = source
         if class_batches is not None:
-            pk = class_batches.classes_per_batch * class_batches.examples_per_class
+            pk = class_batches.rows
             if pk != batch_size:
                 raise ValueError(f"P x K = {pk} rows must equal the batch size {batch_size}")
             if class_batches.classes_per_batch > len(np.unique(class_batches.labels)):
@@ -269,7 +275,6 @@ class Loader:
 
     def _stream(self, epoch: int, start_step: int) -> Iterator[Batch]:
         import grain
-        from absl import flags
 
         if not flags.FLAGS.is_parsed():
             # grain's worker code reads its own absl flags; outside an absl app (tests, notebooks,

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from engine.data.source import FeatureDecoder, RecordSource
 
@@ -78,8 +79,6 @@ def encode_image(image: np.ndarray, encoding: str) -> bytes:
       image: the pixels.
       encoding: "png" (lossless) or "jpeg" (quality `JPEG_QUALITY`, lossy).
     """
-    from PIL import Image
-
     buffer = io.BytesIO()
     pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     if encoding == "jpeg":

@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+from engine.data import sources
 from engine.data.source import CLASSIFICATION, REGRESSION, ArraySource, Dataset, DatasetInfo
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
@@ -225,3 +226,14 @@ def load(
         time_ordered=True,
     )
     return Dataset(info=info, train=ArraySource(inputs, targets))
+
+
+sources.register(
+    sources.Source(
+        "csv",
+        "csv:PATH with --target=COLUMN (a table)",
+        lambda path, options: load(path, target=options.target or None, data_dir=options.data_dir),
+        prefix=True,
+        needs_target=True,
+    )
+)

@@ -4,19 +4,21 @@ During training, the `Doctor` callback diagnoses the epoch records after every e
 each new finding once) and at the end (writing `doctor.json`); `python run.py --mode=doctor
 --workdir=W[,W2,...]` diagnoses finished workdirs from their files, and compares several
 (degradation: a deeper net of the same family doing worse). Rules live in `rules.py` and
-`curves.py`; the measurements they need beside the loop in `probe.py`.
+`curves.py` (a program may bring rules of its own for its numbers: `ProgramSpec.doctor_rules`);
+the measurements they need beside the loop in `probe.py`. How a run is wired to the doctor is
+`engine.workflows.diagnose`'s.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from engine import paths, report
-from engine.callbacks import Callback
-from engine.doctor import curves, gan, rules
+from engine.doctor import curves, rules
 from engine.doctor.compare import degradation
 from engine.doctor.rules import Finding
+from engine.runtime import report
+from engine.runtime.callbacks import Callback
 
 DOCTOR_FILE = "doctor.json"
 
@@ -36,15 +38,18 @@ RULES = (
 )
 
 
-def diagnose(records: Sequence[dict], context: dict) -> list[Finding]:
+def diagnose(
+    records: Sequence[dict], context: dict, rules_: Sequence[Callable] = RULES
+) -> list[Finding]:
     """Every rule's finding on a run's epoch records (`metrics.jsonl`) and context.
 
-    A GAN run (context `program` "gan") has rules of its own (`engine.doctor.gan`).
+    Args:
+      records: the epoch records.
+      context: the plain values the rules read.
+      rules_: the rules (a program's own, or the doctor's `RULES`).
     """
     records = [r for r in records if "epoch" in r]
-    if context.get("program") == "gan":
-        return [f for f in (rule(records, context) for rule in gan.RULES) if f is not None]
-    found = [rule(records, context) for rule in RULES]
+    found = [rule(records, context) for rule in rules_]
     found = [f for f in found if f is not None]
     rules_found = {f.rule for f in found}
     if "non_finite" in rules_found:
@@ -54,40 +59,6 @@ def diagnose(records: Sequence[dict], context: dict) -> list[Finding]:
         # A loss that does not move because no gradient arrives is not the learning rate's.
         found = [f for f in found if f.rule != "lr_too_low"]
     return found
-
-
-def context(setup, layers: Sequence[str] = (), stats: dict | None = None) -> dict:
-    """The plain values the rules read, from a prepared run (`engine.setup.Setup`)."""
-    import numpy as np
-
-    from engine import data, optim
-
-    config, info = setup.config, setup.run.splits.info
-    ctx = {
-        "program": config.program,
-        "task": info.task,
-        "dataset": config.dataset,
-        "arch": config.arch,
-        "depth": config.depth,
-        "hidden_sizes": list(config.hidden_sizes),
-        "activation": config.activation,
-        "init": config.init,
-        "normalize": config.normalize,
-        "loss": config.loss,
-        "optimizer": config.optimizer,
-        "lr": optim.effective_lr(config),
-        "epochs": config.epochs,
-        "layers": list(layers),
-        "input_stats": stats or {},
-    }
-    if info.num_classes:
-        counts = np.asarray(data.class_counts(setup.run.splits.val, info.num_classes))
-        ctx.update(
-            num_classes=info.num_classes,
-            class_names=list(info.class_names or [str(i) for i in range(info.num_classes)]),
-            majority_share=float(counts.max() / max(counts.sum(), 1)),
-        )
-    return ctx
 
 
 def write(workdir: str, ctx: dict, findings: Sequence[Finding]) -> None:
@@ -101,12 +72,13 @@ class Doctor(Callback):
 
     Args:
       workdir: where `metrics.jsonl` (for a resumed run's earlier epochs) and `doctor.json` are.
-      context: the rules' plain values (`context(setup, ...)`).
+      context: the rules' plain values.
       is_main: whether this process writes files.
+      rules_: the rules to apply (`diagnose`'s).
     """
 
-    def __init__(self, workdir: str, context: dict, is_main: bool):
-        self.workdir, self.context, self.is_main = workdir, context, is_main
+    def __init__(self, workdir: str, context: dict, is_main: bool, rules_=RULES):
+        self.workdir, self.context, self.is_main, self.rules = workdir, context, is_main, rules_
         self.records: list[dict] = []
         self.said: set[str] = set()
         self.findings: list[Finding] = []
@@ -122,7 +94,7 @@ class Doctor(Callback):
     def _diagnose(self, record: dict) -> None:
         # The record is logged as strict JSON; diagnose what will be read back post hoc.
         self.records.append(json.loads(report.dumps(record)))
-        self.findings = diagnose(self.records, self.context)
+        self.findings = diagnose(self.records, self.context, self.rules)
         new = [f for f in self.findings if f.rule not in self.said]
         self.said.update(f.rule for f in new)
         self.fit.say(*(f.line() for f in new))
@@ -146,47 +118,4 @@ class Doctor(Callback):
         self.said = set(state.get("said", []))
 
 
-def read_workdir(workdir: str) -> tuple[dict, list[dict], dict]:
-    """A finished workdir's config, epoch records and doctor context (from its files).
-
-    Raises:
-      ConfigError: the workdir has no `config.json` or no `metrics.jsonl`.
-    """
-    from engine.config import ConfigError, load_json
-
-    if not paths.exists(paths.join(workdir, "config.json")):
-        raise ConfigError(f"--mode=doctor needs a trained workdir; {workdir} has no config.json")
-    records = report.read_metrics(workdir)
-    if not records:
-        raise ConfigError(f"--mode=doctor: {workdir} has no {report.METRICS_FILE}; train first")
-    config = load_json(paths.join(workdir, "config.json"))
-    ctx = {}
-    path = paths.join(workdir, DOCTOR_FILE)
-    if paths.exists(path):
-        ctx = load_json(path).get("context", {})
-    if not ctx:  # a run trained before the doctor: what the config alone says
-        keys = ("dataset", "arch", "depth", "hidden_sizes", "activation", "loss", "lr", "epochs")
-        keys += ("program",)
-        ctx = {k: config.get(k) for k in keys}
-    return config, records, ctx
-
-
-def post_hoc(workdirs: Sequence[str]) -> list[str]:
-    """`--mode=doctor`: diagnoses each workdir from its files, then compares them.
-
-    Each workdir's `doctor.json` is rewritten with its findings (degradation findings go to
-    the deeper run's). Returns the lines to print.
-    """
-    runs = {w: read_workdir(w) for w in workdirs}
-    found = {w: diagnose(records, ctx) for w, (_, records, ctx) in runs.items()}
-    for w, finding in degradation({w: (ctx, records) for w, (_, records, ctx) in runs.items()}):
-        found[w].append(finding)
-    lines = []
-    for w, findings in found.items():
-        write(w, runs[w][2], findings)
-        lines.append(f"{w}: {len(findings) or 'no'} finding(s)")
-        lines.extend(f.line() for f in findings)
-    return lines
-
-
-__all__ = ["DOCTOR_FILE", "RULES", "Doctor", "Finding", "context", "diagnose", "post_hoc"]
+__all__ = ["DOCTOR_FILE", "RULES", "Doctor", "Finding", "degradation", "diagnose", "write"]

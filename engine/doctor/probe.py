@@ -16,9 +16,10 @@ import numpy as np
 
 from architectures.layers import ACTIVATIONS_COLLECTION
 from architectures.summary import param_order
-from engine import data, loop
-from engine.callbacks import Callback
+from engine.data.preprocess import preprocess
 from engine.data.source import Subset
+from engine.runtime import loop
+from engine.runtime.callbacks import Callback
 
 # Examples of the training split measured in evaluation mode each epoch: at least this many,
 # or the validation split's size when larger (so both numbers are equally noisy).
@@ -61,13 +62,15 @@ def input_stats(source, norm: dict, *, limit: int = 2048) -> dict:
 def make_activation_probe(model, step_config, num_outputs: int):
     """`(state, inputs, mask) -> {"dead": {name: share}, "counts": (C,)}`, pure and jittable.
 
+    `step_config` is the run's step options (its image size and whether the model keeps
+    BatchNorm statistics).
+
     A unit (the last axis of a sown activation) is dead when it is not positive for any
     example and position of the batch.
     """
-    from engine import steps
 
     def probe(state, inputs, mask):
-        x = steps.preprocess(state.norm, inputs, step_config)
+        x = preprocess(state.norm, inputs, image_size=step_config.image_size)
         variables = {"params": state.params}
         if step_config.has_batchnorm:
             variables["batch_stats"] = state.batch_stats
@@ -123,28 +126,3 @@ class Probe(Callback):
             "top_prediction": int(counts.argmax()),
             "top_prediction_share": float(counts.max() / max(counts.sum(), 1.0)),
         }
-
-
-def build(setup, eval_zeros, model=None) -> Probe:
-    """The `Probe` of a prepared run (`engine.setup.Setup`); the activation probe when supervised.
-
-    Args:
-      setup: the prepared run.
-      eval_zeros: `() -> host zeros` of the program's evaluation totals.
-      model: the flax module to probe for dead units (None: no activation probe).
-    """
-    run, config, plan = setup.run, setup.config, setup.plan
-    subset = train_subset(run.splits.train, len(run.splits.val), config.seed)
-    loader = data.make_loader(
-        subset,
-        batch_size=config.eval_batch_size or config.batch_size,
-        shuffle=False,
-        seed=config.seed,
-        num_processes=plan.num_processes,
-        process_index=plan.process_index,
-    )
-    if model is None or plan.num_processes > 1:  # one host's batch is not the global one
-        return Probe(loader, eval_zeros)
-    val_batch = next(iter(run.val_loader.epoch(0)))
-    probe = make_activation_probe(model, run.step_config, run.task.num_outputs)
-    return Probe(loader, eval_zeros, val_batch, probe)

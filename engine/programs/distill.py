@@ -9,8 +9,10 @@ The factor T^2 keeps the soft term's gradients at the same scale whatever the te
 shrink as 1/T^2). The teacher is any trained workdir of the same dataset (`--teacher=WORKDIR`);
 its variables ride in the state's `frozen` part, outside the optimizer, and its outputs are
 computed inside the student's jitted step on the same augmented batch, with the teacher's own
-normalisation and image size. The supervised program does the rest (`engine.steps` calls
-`Distillation.outputs` and `.mix`).
+normalisation and image size. The supervised program does the rest: its step calls
+`Distillation.outputs` and `.mix` (`engine.programs.steps`, the `companion`).
+
+The program is registered as `distill`; giving `--teacher` selects it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import jax
 import jax.numpy as jnp
 
 import losses
-from engine import steps
-from engine.config import ConfigError
+from engine.config import Config, ConfigError, setting
+from engine.programs import registry, steps, supervised
+from engine.runtime.program import Program
 
 # Hinton et al.'s range of temperatures, and the usual weight on the soft term.
 DEFAULT_TEMPERATURE = 4.0
@@ -82,43 +85,26 @@ def _two_class(logits: jax.Array) -> jax.Array:
     return logits
 
 
-def check(teacher: str, temperature: float, alpha: float) -> None:
-    """Refuses distillation settings that make no sense, before any work.
-
-    Raises:
-      ConfigError: one line naming the setting and its valid range.
-    """
-    if not teacher and (temperature != DEFAULT_TEMPERATURE or alpha != DEFAULT_ALPHA):
-        raise ConfigError(
-            "--distill_temperature and --distill_alpha set how a teacher is distilled; "
-            "give --teacher=WORKDIR of a trained run too"
-        )
-    if not temperature > 0:
-        raise ConfigError(f"--distill_temperature must be > 0, got {temperature}")
-    if not 0 <= alpha <= 1:
-        raise ConfigError(f"--distill_alpha must be in [0, 1], got {alpha}")
-
-
 def load(
     spec: str,
+    trained,
     *,
     temperature: float,
     alpha: float,
     dataset: str,
     num_outputs: int,
     augment,
-    data_dir: str,
 ) -> tuple[Distillation, dict, str]:
     """Loads the teacher of `--teacher=WORKDIR[:best|latest]`.
 
     Args:
       spec: the teacher's workdir, optionally with the checkpoint to use (best by default).
-      temperature, alpha: the distillation settings (`check`ed by the caller).
+      trained: `Run.trained`, which restores another trained run.
+      temperature, alpha: the distillation settings.
       dataset: the student's dataset, which the teacher must have been trained on.
       num_outputs: the student's head size, which the teacher's must equal.
       augment: the student's augmentation (`StepConfig.augment`), applied to the teacher's
         view of each batch with the same key.
-      data_dir: where the datasets are.
 
     Returns:
       (the distillation, the teacher's variables for `TrainState.frozen`, a note to print).
@@ -126,12 +112,8 @@ def load(
     Raises:
       ConfigError: one line naming a missing run, another dataset or another head.
     """
-    from engine import predict
-    from engine.finetune import parse_source
-
-    workdir, which = parse_source(spec)
     try:
-        teacher = predict.load(workdir, which, data_dir=data_dir)
+        teacher = trained(spec)
     except ConfigError as e:
         raise ConfigError(f"--teacher={spec}: {e}") from None
     task = teacher.setup.run.task
@@ -150,7 +132,65 @@ def load(
     frozen = jax.device_get(frozen)  # host arrays: the plan places them with the state
     step_config = dataclasses.replace(teacher.setup.run.step_config, augment=augment)
     note = (
-        f"distilling from {workdir} ({teacher.config.arch}, {which} checkpoint of epoch "
+        f"distilling from {teacher.setup.workdir} ({teacher.config.arch}, {teacher.which} "
+        "checkpoint of epoch "
         f"{teacher.epoch}) at temperature {temperature:g}, alpha {alpha:g}"
     )
     return Distillation(teacher.setup.run.model, step_config, temperature, alpha), frozen, note
+
+
+def factory(config: Config, run: registry.Run, axis_name: str | None) -> Program:
+    """The supervised program of `run` with `--teacher`'s soft targets mixed into its loss."""
+    made = supervised.parts(config, run)
+    distillation, frozen, note = load(
+        config.teacher,
+        run.trained,
+        temperature=config.distill_temperature,
+        alpha=config.distill_alpha,
+        dataset=config.dataset,
+        num_outputs=run.task.num_outputs,
+        augment=run.step_config.augment,
+    )
+    return supervised.make(
+        run.model,
+        made.tx,
+        run.task,
+        run.step_config,
+        axis_name,
+        notes=(*made.notes, note),
+        companion=distillation,
+        frozen=frozen,
+        **made.common,
+    )
+
+
+SETTINGS = {
+    "teacher": setting(
+        "",
+        "WORKDIR[:best|latest] of a trained run of the same dataset to distil from: the loss "
+        "becomes alpha*T^2*KL(teacher/T || student/T) + (1-alpha)*--loss",
+        model=True,  # the teacher's variables are part of the state
+        remote=True,
+    ),
+    "distill_temperature": setting(
+        DEFAULT_TEMPERATURE,
+        "T, the temperature of both nets' softmax in distillation",
+        check=(lambda v: v > 0, "must be > 0"),
+    ),
+    "distill_alpha": setting(
+        DEFAULT_ALPHA,
+        "weight of the teacher's soft targets in distillation (1-alpha: --loss)",
+        check=(lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ),
+}
+
+SPEC = registry.register(
+    registry.ProgramSpec(
+        name="distill",
+        help="knowledge distillation: the supervised program with a trained teacher's soft "
+        "targets in its loss (selected by --teacher)",
+        make=factory,
+        settings=SETTINGS,
+        claims=lambda config: bool(config.teacher),
+    )
+)

@@ -1,11 +1,14 @@
 """The supervised program: one model, one optax chain, a task adapter (classification/regression).
 
-Its pure steps are `engine.steps`'; this module only assembles them into a `Program` with the
-state's initialisation, the summary of the metric sums, and inference for `engine.load`.
+Its pure steps are `engine.programs.steps`'; this module assembles them into a `Program` with
+the state's initialisation, the summary of the metric sums, and inference for `engine.load`
+(`make`, from plain values), builds it from a run's configuration (`factory`), and registers
+it: the default program.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import jax
@@ -13,10 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from engine import state as state_lib
-from engine import steps, tasks
+import architectures
+from engine.config import Config
 from engine.data.source import CLASSIFICATION
-from engine.programs import Program, summing_eval
+from engine.programs import optim, registry, steps, tasks
+from engine.programs import state as state_lib
+from engine.runtime.program import Program, summing_eval
 
 # Which way each summary number improves (what `--monitor=val_NAME` needs to know).
 HIGHER_IS_BETTER = {"loss": False, "accuracy": True, "mae": False, "rmse": False, "r2": True}
@@ -75,7 +80,7 @@ def make(
     notes: tuple[str, ...] = (),
     lr_schedule=None,
     grad_accum_steps: int = 1,
-    distill=None,
+    companion=None,
     frozen=None,
 ) -> Program:
     """Builds the supervised program.
@@ -93,8 +98,8 @@ def make(
         learning rate and per-layer gradient norms (`steps.optimizer_sums`), summarized
         under "optim".
       grad_accum_steps: micro-steps per optimizer update (the schedule counts updates).
-      distill: an `engine.programs.distill.Distillation` whose teacher's variables are
-        `frozen` (kept in the state, outside the optimizer), or None.
+      companion: a frozen model whose outputs enter the loss (`steps.make_train_step`), its
+        variables `frozen` (kept in the state, outside the optimizer), or None.
     """
     metrics = steps.eval_metrics(model, task, cfg)
     eval_step, eval_zeros = summing_eval(metrics, axis_name)
@@ -119,7 +124,7 @@ def make(
             axis_name,
             lr_schedule=lr_schedule,
             grad_accum_steps=grad_accum_steps,
-            distill=distill,
+            companion=companion,
         ),
         eval_step=eval_step,
         eval_zeros=eval_zeros,
@@ -129,3 +134,49 @@ def make(
         infer=infer,
         notes=notes,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What every program of one zoo model builds from its configuration the same way."""
+
+    tx: optax.GradientTransformation
+    notes: tuple[str, ...]
+    common: dict  # input_shape, lr_schedule, grad_accum_steps, norm: `make`'s keywords
+
+
+def parts(config: Config, run: registry.Run) -> Parts:
+    """The optax chain, the start-up lines (summary, parameters) and `make`'s shared keywords."""
+    model, shape = run.model, (1, *run.input_shape)
+    params = architectures.count_params(model, shape)
+    settings = optim.settings(config)
+    notes = (
+        architectures.summary(model, shape),
+        f"{config.arch}: {params:,} parameters; optimizer {config.optimizer}, "
+        f"effective lr {optim.effective_lr(settings):.4g}, schedule {config.schedule}",
+    )
+    steps_per_epoch = len(run.train_loader)
+    common = dict(
+        input_shape=run.input_shape,
+        lr_schedule=optim.schedule(settings, steps_per_epoch),
+        grad_accum_steps=config.grad_accum_steps,
+        norm=run.norm,
+    )
+    return Parts(optim.make(settings, steps_per_epoch), notes, common)
+
+
+def factory(config: Config, run: registry.Run, axis_name: str | None) -> Program:
+    """The supervised program of `run`: its model, task and the configuration's optax chain."""
+    made = parts(config, run)
+    return make(run.model, made.tx, run.task, run.step_config, axis_name, notes=made.notes,
+                **made.common)  # fmt: skip
+
+
+SPEC = registry.register(
+    registry.ProgramSpec(
+        name=registry.DEFAULT,
+        help="one model of the zoo (or your own) trained on the dataset's labels: "
+        "classification or regression, with the loss's task",
+        make=factory,
+    )
+)

@@ -168,7 +168,7 @@ def test_the_summary_and_the_state_share_one_trace_of_init():
     import numpy as np
     import optax
 
-    from engine import state as state_lib
+    from engine.programs import state as state_lib
 
     calls = []
 

@@ -28,7 +28,8 @@ class _IgnoresMask:
 @contextlib.contextmanager
 def _mutation(name: str):
     """Patches the engine with the bug `name` ("" for none) while the block runs."""
-    from engine import model_setup, steps
+    from engine.programs import steps
+    from engine.workflows import model_setup
 
     if name == "unsynced":
         target, attr = model_setup, "model_options"
@@ -54,7 +55,7 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
     from engine_helpers import read_state
 
     from engine.config import Config
-    from engine.train import train_and_evaluate
+    from engine.workflows.fit import fit
 
     options = {"mlp": dict(hidden_sizes=(32,), dropout=0.0), "resnet": dict(depth=18, width=0.25)}
     # BatchNorm's cross-device statistics and padding mask, at an MLP's compile time.
@@ -66,7 +67,7 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
         # teacher trained once on one device.
         teacher = os.path.join(out_dir, "teacher")
         options["distill"] = dict(options["mlp"], arch="mlp", teacher=teacher)
-        train_and_evaluate(
+        fit(
             Config(
                 data_dir=data_dir,
                 workdir=teacher,
@@ -96,7 +97,7 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
         parallel, _, bug = mode.partition("+")
         workdir = os.path.join(out_dir, f"{arch}-{mode}")
         with _mutation(bug):
-            train_and_evaluate(dataclasses.replace(base, parallel=parallel, workdir=workdir))
+            fit(dataclasses.replace(base, parallel=parallel, workdir=workdir))
         root = os.path.join(workdir, "checkpoints", "latest", "1", "state")
         state = read_state(root)
         nets = {"generator", "discriminator"} & set(state) or {None}

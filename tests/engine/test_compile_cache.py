@@ -6,7 +6,7 @@ import sys
 
 import jax
 
-from engine import compile_cache
+from engine.runtime import compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

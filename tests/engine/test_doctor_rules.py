@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from engine import loop, steps
 from engine.doctor import compare, curves, diagnose, rules
+from engine.programs import steps
+from engine.runtime import loop
 
 CTX = {"task": "classification", "num_classes": 10, "majority_share": 0.1, "epochs": 5}
 
@@ -121,7 +122,7 @@ def test_degradation_needs_worse_training_too():
 def test_finding_line_is_one_line_and_json_is_strict():
     import json
 
-    from engine import report
+    from engine.runtime import report
 
     f = rules.Finding("r", 2, "saw 1.0", "cause", "remedy")
     assert "\n" not in f.line() and f.line().startswith("doctor [r] epoch 2: saw 1.0")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from engine_helpers import fast_config, read_json
 
-from engine.doctor import post_hoc
-from engine.guards import Diverged
-from engine.train import fit
+from engine.runtime.callbacks.guards import Diverged
+from engine.workflows.diagnose import post_hoc
+from engine.workflows.fit import fit
 
 
 def _doctor(data_dir, workdir, **overrides) -> dict:

@@ -88,7 +88,7 @@ def test_the_teacher_is_frozen_and_alpha_zero_trains_the_plain_student(data_dir,
     "overrides, message",
     [
         (dict(teacher="/nonexistent/run"), "--teacher=/nonexistent/run: "),
-        (dict(distill_alpha=0.5), "give --teacher=WORKDIR"),
+        (dict(distill_alpha=0.5), "--distill_alpha belongs to the distill program"),
         (dict(teacher="T", distill_alpha=1.5), "--distill_alpha must be in [0, 1]"),
         (dict(teacher="T", distill_temperature=0.0), "--distill_temperature must be > 0"),
         (dict(teacher="T", dataset="breast_cancer"), "trained on --dataset=digits"),

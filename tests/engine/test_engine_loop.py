@@ -5,7 +5,7 @@ import types
 import jax.numpy as jnp
 import numpy as np
 
-from engine import loop, parallel
+from engine.runtime import loop, parallel
 
 
 def _counting_program():

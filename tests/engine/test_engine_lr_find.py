@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from engine_helpers import fast_config, read_json
 
-from engine.lr_find import END, START, STEPS, range_schedule
-from engine.train import fit
+from engine.programs.optim import RANGE_END as END
+from engine.programs.optim import RANGE_START as START
+from engine.programs.optim import RANGE_STEPS as STEPS
+from engine.programs.optim import range_schedule
+from engine.workflows.fit import fit
 
 
 def test_range_schedule_is_exponential_from_start_to_end():

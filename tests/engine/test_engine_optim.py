@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from engine import optim
 from engine.config import Config
+from engine.programs import optim
 
 PARAMS = {
     "dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,))},
@@ -19,7 +19,9 @@ PARAMS = {
 
 def test_weight_decay_is_masked_to_kernels():
     # With zero gradients, SGD + L2 decay moves each kernel by -lr * wd * w and nothing else.
-    tx = optim.make(Config(optimizer="sgd", lr=0.1, weight_decay=0.5, schedule="constant"), 10)
+    tx = optim.make(
+        optim.settings(Config(optimizer="sgd", lr=0.1, weight_decay=0.5, schedule="constant")), 10
+    )
     zeros = jax.tree.map(jnp.zeros_like, PARAMS)
     updates, _ = tx.update(zeros, tx.init(PARAMS), PARAMS)
     np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * 0.5 * np.ones((3, 2)), rtol=1e-6)
@@ -28,7 +30,9 @@ def test_weight_decay_is_masked_to_kernels():
 
 
 def test_adamw_decay_is_decoupled_and_masked():
-    tx = optim.make(Config(optimizer="adamw", lr=0.1, weight_decay=0.5, schedule="constant"), 10)
+    tx = optim.make(
+        optim.settings(Config(optimizer="adamw", lr=0.1, weight_decay=0.5, schedule="constant")), 10
+    )
     zeros = jax.tree.map(jnp.zeros_like, PARAMS)
     updates, _ = tx.update(zeros, tx.init(PARAMS), PARAMS)
     # AdamW (Loshchilov & Hutter): update = -lr * (adam_term + wd * w); adam_term is 0 here.
@@ -52,14 +56,19 @@ def test_adamw_decay_is_decoupled_and_masked():
 )
 def test_schedules_span_the_planned_run(schedule, at, expected):
     # 10 epochs x 10 steps: the schedule is a function of the planned run, not of a resume point.
-    fn = optim.schedule(Config(lr=0.1, epochs=10, schedule=schedule, warmup_epochs=1.0), 10)
+    fn = optim.schedule(
+        optim.settings(Config(lr=0.1, epochs=10, schedule=schedule, warmup_epochs=1.0)), 10
+    )
     assert float(fn(at)) == pytest.approx(expected, abs=1e-7)
 
 
 def test_linear_lr_scaling():
     # Goyal et al. 2017: lr x global_batch / 256.
-    assert optim.effective_lr(Config(lr=0.1, batch_size=512, lr_scaling="linear")) == 0.2
-    assert optim.effective_lr(Config(lr=0.1, batch_size=512)) == 0.1
+    assert (
+        optim.effective_lr(optim.settings(Config(lr=0.1, batch_size=512, lr_scaling="linear")))
+        == 0.2
+    )
+    assert optim.effective_lr(optim.settings(Config(lr=0.1, batch_size=512))) == 0.1
 
 
 def test_accumulating_k_batches_equals_one_large_batch():
@@ -73,11 +82,11 @@ def test_accumulating_k_batches_equals_one_large_batch():
         return jnp.mean((xb @ p["w"] - yb) ** 2)
 
     base = Config(optimizer="momentum", lr=0.05, schedule="constant")
-    big = optim.make(base, 1)
+    big = optim.make(optim.settings(base), 1)
     updates, _ = big.update(jax.grad(loss)(w0, x, y), big.init(w0), w0)
     expected = optax.apply_updates(w0, updates)
 
-    acc = optim.make(dataclasses.replace(base, grad_accum_steps=2), 2)
+    acc = optim.make(optim.settings(dataclasses.replace(base, grad_accum_steps=2)), 2)
     state, p = acc.init(w0), w0
     for xb, yb in ((x[:4], y[:4]), (x[4:], y[4:])):
         updates, state = acc.update(jax.grad(loss)(p, xb, yb), state, p)

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from engine_helpers import read_state
 
+from engine.workflows.build import loss_task
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
@@ -191,10 +193,10 @@ def test_batch_not_dividing_devices_is_one_line(tmp_path, data_dir):
 def test_train_step_with_accumulation_equals_one_large_batch():
     """Two micro-steps of 16 with --grad_accum_steps=2 = one step of 32 (BatchNorm-free)."""
     import architectures
-    from engine import optim, steps, tasks
-    from engine import state as state_lib
     from engine.config import Config
     from engine.data.source import DatasetInfo
+    from engine.programs import optim, steps
+    from engine.programs import state as state_lib
 
     info = DatasetInfo("toy", "classification", (8,), num_classes=3)
     rng = np.random.default_rng(0)
@@ -208,8 +210,8 @@ def test_train_step_with_accumulation_equals_one_large_batch():
     results = []
     for k, parts in ((1, [slice(0, 32)]), (2, [slice(0, 16), slice(16, 32)])):
         config = Config(optimizer="momentum", lr=0.1, schedule="constant", grad_accum_steps=k)
-        tx = optim.make(config, 2)
-        task = tasks.make(config, info)
+        tx = optim.make(optim.settings(config), 2)
+        task = loss_task(config, info)
         state = state_lib.create(
             model, tx, rng=jax.random.PRNGKey(0), sample_input=batch["inputs"][:1], norm=norm
         )
@@ -225,10 +227,10 @@ def test_bfloat16_keeps_float32_parameters_and_still_overfits():
     from sklearn.datasets import load_digits
 
     import architectures
-    from engine import optim, steps, tasks
-    from engine import state as state_lib
     from engine.config import Config
     from engine.data.source import DatasetInfo
+    from engine.programs import optim, steps
+    from engine.programs import state as state_lib
 
     digits = load_digits()
     x = digits.images[:32, :, :, None].astype(np.float32) / 16.0
@@ -237,15 +239,13 @@ def test_bfloat16_keeps_float32_parameters_and_still_overfits():
     config = Config(arch="lenet", optimizer="adam", lr=3e-3, schedule="constant", dtype="bfloat16")
     spec = architectures.spec("lenet")
     model = architectures.get("lenet", num_classes=10, dtype="bfloat16")
-    tx = optim.make(config, 1)
+    tx = optim.make(optim.settings(config), 1)
     norm = {"input_shift": np.zeros(1, np.float32), "input_scale": np.ones(1, np.float32)}
     size = spec.min_image_size
     cfg = steps.StepConfig(image_size=size)
     sample = np.zeros((1, size, size, 1), np.float32)
     state = state_lib.create(model, tx, rng=jax.random.PRNGKey(0), sample_input=sample, norm=norm)
-    step = jax.jit(
-        steps.make_train_step(model, tx, tasks.make(config, info), cfg), donate_argnums=0
-    )
+    step = jax.jit(steps.make_train_step(model, tx, loss_task(config, info), cfg), donate_argnums=0)
     batch = {"inputs": x, "targets": y, "mask": np.ones(32, bool)}
     first = None
     for _ in range(150):

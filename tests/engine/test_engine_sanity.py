@@ -6,7 +6,7 @@ import json
 import pytest
 from engine_helpers import fast_config, read_json, read_lines
 
-from engine.train import fit
+from engine.workflows.fit import fit
 
 
 def _overfit(data_dir, workdir, **overrides):

@@ -13,7 +13,7 @@ from engine_helpers import fast_config, read_json, read_lines
 from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit
 
 from engine import data
-from engine.train import fit
+from engine.workflows.fit import fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,7 +25,7 @@ def _rows(subset):
 
 @pytest.mark.parametrize("method", ["random", "time"])
 def test_folds_equal_scikit_learns_splitters(data_dir, method):
-    digits = data.load("digits", data_dir=data_dir)
+    digits = data.load("digits", data.Options(data_dir))
     plain = data.split(digits, seed=3, method=method)
     rest = plain.train.source  # the non-test rows (train + val of the plain split)
     y = rest.targets

@@ -11,7 +11,7 @@ from engine_helpers import fast_config
 from folder_fixtures import make_digits_folder
 
 import architectures
-from engine.train import train_and_evaluate
+from engine.workflows.fit import fit
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_every_architecture_trains_with_each_kind_of_loss(
         batch_size=16,
         **options,
     )
-    results = train_and_evaluate(config)
+    results = fit(config)
     assert results["test"]["count"] == 24
     assert math.isfinite(results["test"]["loss"])
     assert results["train_step_compilations"] == 1

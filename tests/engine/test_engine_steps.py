@@ -6,12 +6,15 @@ import pytest
 from sklearn.datasets import load_digits
 
 import architectures
-from engine import data, optim, parallel, steps, tasks
-from engine import state as state_lib
+from engine import data
 from engine.config import Config
 from engine.data.source import DatasetInfo
-from engine.loop import evaluate
-from engine.programs import summing_eval
+from engine.programs import optim, steps, tasks
+from engine.programs import state as state_lib
+from engine.runtime import parallel
+from engine.runtime.loop import evaluate
+from engine.runtime.program import summing_eval
+from engine.workflows.build import loss_task
 
 INFO = DatasetInfo("digits", "classification", (64,), num_classes=10)
 
@@ -23,11 +26,11 @@ def _digits(n):
 
 def _setup(config, x, batchnorm=False):
     model = architectures.get("mlp", num_classes=10, hidden_sizes=(64,), batchnorm=batchnorm)
-    tx = optim.make(config, 1)
+    tx = optim.make(optim.settings(config), 1)
     shift, scale = data.normalization(data.ArraySource(x, np.zeros(len(x), np.int32)), "standard")
     norm = {"input_shift": shift, "input_scale": scale}
     state = state_lib.create(model, tx, rng=jax.random.PRNGKey(0), sample_input=x[:1], norm=norm)
-    return model, tx, tasks.make(config, INFO), state
+    return model, tx, loss_task(config, INFO), state
 
 
 def test_overfits_a_single_batch_without_regularisation():

@@ -7,7 +7,7 @@ import re
 import pytest
 from engine_helpers import fast_config, read_json, read_lines, records_without_timings
 
-from engine.train import fit
+from engine.workflows.fit import fit
 
 
 def _records(workdir):

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from engine_helpers import fast_config, read_json
 
-from engine import study as study_lib
 from engine.config import Config, ConfigError
+from engine.workflows import study as study_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPACE = "lr=loguniform(1e-3,3e-2); dropout=uniform(0,0.3); batch_size=choice(32,64)"

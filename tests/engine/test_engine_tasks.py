@@ -7,9 +7,10 @@ import optax
 import pytest
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from engine import tasks
 from engine.config import Config, ConfigError
 from engine.data.source import DatasetInfo
+from engine.programs import tasks
+from engine.workflows.build import loss_task
 
 DIGITS = DatasetInfo("digits", "classification", (8, 8, 1), num_classes=10)
 BINARY = DatasetInfo("breast_cancer", "classification", (30,), num_classes=2)
@@ -23,7 +24,7 @@ def _batch_loss(task, outputs, targets, mask, norm=NO_NORM):
 
 
 def test_cross_entropy_matches_optax_and_ignores_masked_rows():
-    task = tasks.make(Config(loss="cross_entropy"), DIGITS)
+    task = loss_task(Config(loss="cross_entropy"), DIGITS)
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 6).astype(np.int32)
@@ -35,7 +36,7 @@ def test_cross_entropy_matches_optax_and_ignores_masked_rows():
 
 def test_class_weighted_mean_divides_by_the_targets_weights():
     weights = np.linspace(0.5, 2.0, 10).astype(np.float32)
-    task = tasks.make(Config(loss="cross_entropy"), DIGITS, class_weights=weights)
+    task = loss_task(Config(loss="cross_entropy"), DIGITS, class_weights=weights)
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(8, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 8).astype(np.int32)
@@ -47,7 +48,7 @@ def test_class_weighted_mean_divides_by_the_targets_weights():
 
 
 def test_binary_losses_use_one_logit_and_sigmoid_accuracy():
-    task = tasks.make(Config(loss="binary_cross_entropy"), BINARY)
+    task = loss_task(Config(loss="binary_cross_entropy"), BINARY)
     assert task.num_outputs == 1
     logits = np.array([[2.0], [-1.0], [0.5], [-3.0]], np.float32)
     labels = np.array([1, 1, 0, 0], np.int32)
@@ -59,7 +60,7 @@ def test_binary_losses_use_one_logit_and_sigmoid_accuracy():
 
 
 def test_regression_loss_on_classes_compares_probabilities_with_one_hot():
-    task = tasks.make(Config(loss="mse"), DIGITS)
+    task = loss_task(Config(loss="mse"), DIGITS)
     assert task.num_outputs == 10
     logits = np.random.default_rng(2).normal(size=(5, 10)).astype(np.float32)
     labels = np.arange(5, dtype=np.int32)
@@ -70,7 +71,7 @@ def test_regression_loss_on_classes_compares_probabilities_with_one_hot():
 
 
 def test_regression_metrics_in_original_units_match_sklearn():
-    task = tasks.make(Config(loss="huber"), DIABETES)
+    task = loss_task(Config(loss="huber"), DIABETES)
     rng = np.random.default_rng(3)
     y = rng.normal(150, 70, size=(40, 1)).astype(np.float32)
     pred = y + rng.normal(0, 30, size=(40, 1)).astype(np.float32)
@@ -97,12 +98,12 @@ def test_regression_metrics_in_original_units_match_sklearn():
     [
         ("cross_entropy", DIABETES, "regression dataset"),
         ("focal", DIABETES, "regression dataset"),
-        ("triplet_margin", DIABETES, "learns an embedding from class labels"),
+        ("triplet_margin", DIABETES, "compares triplets; train it with a program that forms"),
     ],
 )
 def test_meaningless_pairs_are_refused(loss, info, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        tasks.make(Config(loss=loss), info)
+        loss_task(Config(loss=loss), info)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +121,7 @@ def test_meaningless_pairs_are_refused(loss, info, fragment):
     ],
 )
 def test_every_classification_pair_gives_a_finite_loss_and_gradient(loss):
-    task = tasks.make(Config(loss=loss), DIGITS)
+    task = loss_task(Config(loss=loss), DIGITS)
     logits = np.random.default_rng(4).normal(size=(4, 10)).astype(np.float32)
     labels = np.array([0, 3, 9, 3], np.int32)
     mask = np.array([1, 1, 1, 0], bool)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from engine_helpers import fast_config, read_json, read_lines, read_state, records_without_timings
 
-from engine.train import train_and_evaluate
+from engine.workflows.fit import fit
 
 
 def _latest_params(workdir):
@@ -21,7 +21,7 @@ def _latest_params(workdir):
 
 def test_default_digits_run_reports_all_splits(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
-    results = train_and_evaluate(fast_config(data_dir, workdir, epochs=3))
+    results = fit(fast_config(data_dir, workdir, epochs=3))
     # digits has 1797 examples (scikit-learn docs); 30% held out: round(0.3 * 1797) = 539.
     assert results["test"]["count"] == 539
     # This run reaches 0.9388 (506 of 539) on this machine; the margin of 0.02 (about ten test
@@ -37,20 +37,20 @@ def test_default_digits_run_reports_all_splits(data_dir, tmp_path):
 
 def test_same_command_twice_gives_identical_metrics(data_dir, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    train_and_evaluate(fast_config(data_dir, a, dropout=0.2))
-    train_and_evaluate(fast_config(data_dir, b, dropout=0.2))
+    fit(fast_config(data_dir, a, dropout=0.2))
+    fit(fast_config(data_dir, b, dropout=0.2))
     assert records_without_timings(a) == records_without_timings(b)
 
 
 def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     cfg = dict(epochs=4, dropout=0.1, schedule="cosine")
-    train_and_evaluate(fast_config(data_dir, full, **cfg))
-    stopped = train_and_evaluate(fast_config(data_dir, part, stop_after_epoch=2, **cfg))
+    fit(fast_config(data_dir, full, **cfg))
+    stopped = fit(fast_config(data_dir, part, stop_after_epoch=2, **cfg))
     assert stopped["stopped_at"] == 2
     assert len(read_lines(part)) == 2
     # The same command again (without the stop) continues from epoch 2 to 4.
-    train_and_evaluate(fast_config(data_dir, part, **cfg))
+    fit(fast_config(data_dir, part, **cfg))
     assert records_without_timings(part) == records_without_timings(full)
     a, b = _latest_params(full), _latest_params(part)
     np.testing.assert_array_equal(_flat(a), _flat(b))
@@ -65,7 +65,7 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_a_tie_goes_to_the_lowe
     workdir = str(tmp_path / "best")
     # --select=best: wine's 12 validation rows would test the last epoch under auto.
     config = dict(dataset="wine", epochs=12, lr=0.05, batch_size=16, select="best")
-    results = train_and_evaluate(fast_config(data_dir, workdir, **config))
+    results = fit(fast_config(data_dir, workdir, **config))
     records = [json.loads(line) for line in read_lines(workdir)]
     accuracy = [r["val"]["accuracy"] for r in records]
     loss = [r["val"]["loss"] for r in records]
@@ -81,13 +81,14 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_a_tie_goes_to_the_lowe
 
 
 def test_short_epochs_are_saved_less_often_and_the_best_is_kept(data_dir, tmp_path, monkeypatch):
-    from engine import callbacks, checkpoint
+    from engine.runtime import checkpoint
+    from engine.runtime.callbacks import checkpointing
 
     # As if every save cost more than the whole run: only the first epoch (it measures the
     # cost) and the last are saved; the best epoch in between is held and written with the last.
-    monkeypatch.setattr(callbacks, "SAVE_RATIO", 1e9)
+    monkeypatch.setattr(checkpointing, "SAVE_RATIO", 1e9)
     workdir = str(tmp_path / "run")
-    results = train_and_evaluate(
+    results = fit(
         fast_config(data_dir, workdir, epochs=6, lr=0.05, max_to_keep=10, monitor="val_loss")
     )
     records = [json.loads(line) for line in read_lines(workdir)]
@@ -107,7 +108,7 @@ def _flat(tree):
 
 
 def test_regression_reports_mae_rmse_r2(data_dir, tmp_path):
-    results = train_and_evaluate(
+    results = fit(
         fast_config(data_dir, str(tmp_path / "r"), dataset="diabetes", loss="huber", epochs=3)
     )
     test = results["test"]
@@ -121,27 +122,25 @@ def test_workdir_with_other_model_flags_is_refused(data_dir, tmp_path):
     from engine.config import ConfigError
 
     workdir = str(tmp_path / "w")
-    train_and_evaluate(fast_config(data_dir, workdir, epochs=1))
+    fit(fast_config(data_dir, workdir, epochs=1))
     before = {p: os.path.getmtime(os.path.join(workdir, p)) for p in os.listdir(workdir)}
     with pytest.raises(ConfigError, match="hidden_sizes"):
-        train_and_evaluate(fast_config(data_dir, workdir, epochs=1, hidden_sizes=(16,)))
+        fit(fast_config(data_dir, workdir, epochs=1, hidden_sizes=(16,)))
     after = {p: os.path.getmtime(os.path.join(workdir, p)) for p in os.listdir(workdir)}
     assert before == after
 
 
 def test_eval_mode_tests_the_best_checkpoint(data_dir, tmp_path):
     workdir = str(tmp_path / "e")
-    trained = train_and_evaluate(fast_config(data_dir, workdir, epochs=2))
-    evaluated = train_and_evaluate(fast_config(data_dir, workdir, epochs=2, mode="eval"))
+    trained = fit(fast_config(data_dir, workdir, epochs=2))
+    evaluated = fit(fast_config(data_dir, workdir, epochs=2, mode="eval"))
     assert evaluated["test"] == trained["test"]
 
 
 @pytest.mark.parametrize("parallel", ["jit", "pmap"])
 def test_parallel_modes_match_plain_jit_on_one_device(data_dir, tmp_path, parallel):
-    base = train_and_evaluate(fast_config(data_dir, str(tmp_path / "none"), epochs=1))
-    other = train_and_evaluate(
-        fast_config(data_dir, str(tmp_path / parallel), epochs=1, parallel=parallel)
-    )
+    base = fit(fast_config(data_dir, str(tmp_path / "none"), epochs=1))
+    other = fit(fast_config(data_dir, str(tmp_path / parallel), epochs=1, parallel=parallel))
     assert other["test"]["accuracy"] == pytest.approx(base["test"]["accuracy"], abs=1e-6)
     assert other["test"]["loss"] == pytest.approx(base["test"]["loss"], rel=1e-4)
 

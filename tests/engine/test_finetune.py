@@ -7,8 +7,9 @@ import numpy as np
 from engine_helpers import fast_config, read_state
 
 import engine
-from engine import finetune
-from engine.setup import prepare
+from engine.data import classes
+from engine.workflows import finetune
+from engine.workflows.setup import prepare
 
 
 def test_merge_loads_matching_paths_and_reports_the_rest():
@@ -67,7 +68,7 @@ def test_classes_keeps_and_renumbers_labels():
     labels = np.array([0, 5, 7, 5, 9, 1], np.int32)
     source = ArraySource(np.arange(6, dtype=np.float32)[:, None], labels)
     info = DatasetInfo("toy", "classification", (1,), num_classes=10)
-    kept = finetune.filter_classes(Splits(info, source, source, source), (5, 7, 9))
+    kept = classes.filter_classes(Splits(info, source, source, source), (5, 7, 9))
     assert kept.info.num_classes == 3 and kept.info.class_names == ("5", "7", "9")
     inputs, targets = kept.train.get(np.arange(len(kept.train)))
     assert inputs[:, 0].tolist() == [1, 2, 3, 4]  # the rows labelled 5, 7, 5, 9
@@ -79,5 +80,5 @@ def test_classes_of_an_in_memory_dataset_stay_in_memory(data_dir, tmp_path):
     # (a 3-epoch LeNet run on 81 digits rows took 35 s instead of 11).
     config = fast_config(data_dir, str(tmp_path), classes=(5, 6, 7, 8, 9))
     run = prepare(config).run
-    assert isinstance(run.splits.train, finetune.Relabeled)
+    assert isinstance(run.splits.train, classes.Relabeled)
     assert not run.train_loader.streaming and not run.val_loader.streaming

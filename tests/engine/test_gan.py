@@ -15,9 +15,9 @@ from test_resume_kills import _start_and_signal
 import engine
 from benchmarks import kill_resume
 from engine.config import Config, ConfigError
-from engine.doctor import gan as gan_rules
 from engine.programs import gan
-from engine.validation import validate
+from engine.programs.gan import doctor as gan_rules
+from engine.workflows.setup import configure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,14 +33,19 @@ def _config(data_dir, workdir, **overrides):
     )
 
 
+def _checked(config: Config) -> Config:
+    """The configuration a run checks and trains: the GAN's recipe filled in."""
+    return configure(config)[1]
+
+
 def test_the_recipe_fills_only_settings_left_at_their_defaults():
-    config = validate(Config(program="gan"))
+    config = _checked(Config(program="gan"))
     assert (config.arch, config.lr, config.schedule) == ("dcgan", 2e-4, "constant")
     assert (config.normalize, config.epochs) == ("symmetric", 200)
-    mine = validate(Config(program="gan", lr=1e-4, epochs=7))
+    mine = _checked(Config(program="gan", lr=1e-4, epochs=7))
     assert (mine.lr, mine.epochs, mine.schedule) == (1e-4, 7, "constant")
     # Given on the command line (run.py's `given`), a value equal to the default wins too.
-    given = validate(Config(program="gan", arch="dcgan", schedule="cosine", given=("schedule",)))
+    given = _checked(Config(program="gan", arch="dcgan", schedule="cosine", given=("schedule",)))
     assert (given.schedule, given.lr) == ("cosine", 2e-4)
 
 
@@ -51,8 +56,8 @@ def test_the_recipe_fills_only_settings_left_at_their_defaults():
             dict(program="gan", arch="resnet"),
             "--program=gan trains --arch=dcgan, not --arch=resnet",
         ),
-        (dict(arch="dcgan"), "--arch=dcgan is a GAN; train it with --program=gan"),
-        (dict(judge="runs/x"), "--judge rates a GAN's samples"),
+        (dict(arch="dcgan"), "--arch=dcgan is trained by --program=gan"),
+        (dict(judge="runs/x"), "--judge belongs to the gan program"),
         (dict(program="gan", loss="huber"), "drop --loss"),
         (dict(program="gan", optimizer="sgd"), "uses Adam"),
         (dict(program="gan", normalize="minmax"), "--normalize=symmetric"),
@@ -62,7 +67,7 @@ def test_the_recipe_fills_only_settings_left_at_their_defaults():
 )
 def test_settings_the_gan_cannot_honour_are_one_line_errors(settings, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")) as e:
-        validate(Config(**settings))
+        _checked(Config(**settings))
     assert "\n" not in str(e.value)
 
 
@@ -147,17 +152,21 @@ def test_the_doctors_gan_rules_fire_on_their_signs_only():
     healthy = _records(d_loss=0.5, g_loss=2.0, d_fake=0.2)
     for r in healthy:
         r["val"] = {"diversity": 0.9, "classes_over_5pct": 10}
-    assert engine.doctor.diagnose(healthy, ctx) == []
+    assert engine.doctor.diagnose(healthy, ctx, gan_rules.RULES) == []
     won = _records(d_loss=0.01, g_loss=6.0, d_fake=0.005)
-    assert [f.rule for f in engine.doctor.diagnose(won, ctx)] == ["discriminator_wins"]
+    assert [f.rule for f in engine.doctor.diagnose(won, ctx, gan_rules.RULES)] == [
+        "discriminator_wins"
+    ]
     exploding = [{**r, "train": {"d_loss": 0.3, "g_loss": 6.0 + r["epoch"], "d_fake": 0.1}}
                  for r in healthy]  # fmt: skip
-    assert [f.rule for f in engine.doctor.diagnose(exploding, ctx)] == ["generator_explodes"]
+    assert [f.rule for f in engine.doctor.diagnose(exploding, ctx, gan_rules.RULES)] == [
+        "generator_explodes"
+    ]
     collapsed = [{**r, "val": {"diversity": 0.2, "classes_over_5pct": 2}} for r in healthy]
-    found = engine.doctor.diagnose(collapsed, ctx)
+    found = engine.doctor.diagnose(collapsed, ctx, gan_rules.RULES)
     assert [f.rule for f in found] == ["mode_collapse"] and "2 of 10 classes" in found[0].saw
     nan = [{**r, "train": {"d_loss": None, "g_loss": 1.0, "d_fake": 0.1}} for r in healthy]
-    assert [f.rule for f in engine.doctor.diagnose(nan, ctx)] == ["non_finite"]
+    assert [f.rule for f in engine.doctor.diagnose(nan, ctx, gan_rules.RULES)] == ["non_finite"]
 
 
 @pytest.mark.slow  # about 8 minutes here: a LeNet judge (30 epochs) and the 200-epoch recipe

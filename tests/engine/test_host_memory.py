@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from engine import host_memory
+from engine.runtime import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GLIBC = ("glibc", "2.36")  # Debian 12's

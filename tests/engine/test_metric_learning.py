@@ -14,11 +14,11 @@ from sklearn.metrics import average_precision_score
 from sklearn.neighbors import NearestNeighbors
 
 import engine
-from engine import metric_learning as ml
 from engine.config import ConfigError
 from engine.data import make_loader
 from engine.data.loader import ClassBatches
 from engine.data.source import ArraySource
+from engine.programs import metric_learning as ml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -178,7 +178,10 @@ def test_batch_hard_triplets_on_digits_reach_recall_097_and_predict_embeddings(d
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(mining="hardest"), "--mining=hardest is not one of: batch_hard, semi_hard, all"),
+        (
+            dict(mining="hardest"),
+            "--mining='hardest' is not valid; choose one of: batch_hard, semi_hard, all",
+        ),
         (dict(margin=-1.0), "--margin must be >= 0"),
         (dict(classes_per_batch=11), "triplets need at least 2 classes (of 10)"),
         (dict(examples_per_class=1), "2 examples of each per batch"),

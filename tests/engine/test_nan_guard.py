@@ -15,7 +15,8 @@ import pytest
 from engine_helpers import fast_config, read_state
 
 import engine
-from engine import checkpoint, guards
+from engine.runtime import checkpoint
+from engine.runtime.callbacks import guards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Read when the step is traced (each fit traces anew): NaN in batches whose label sum divides.

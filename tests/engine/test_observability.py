@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from engine_helpers import fast_config, read_json, read_lines
 
-from engine.train import fit
+from engine.workflows.fit import fit
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_the_tensorboard_writer_does_not_import_torch():
     # out and leaves `import torch` working afterwards.
     code = (
         "import importlib.util, sys\n"
-        "from engine.loggers import _summary_writer\n"
+        "from engine.runtime.callbacks.logs import _summary_writer\n"
         "assert _summary_writer().__name__ == 'SummaryWriter'\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "if importlib.util.find_spec('torch') is not None:\n"

@@ -80,7 +80,7 @@ def test_a_distilled_run_resumes_bit_identically_after_sigterm(data_dir, tmp_pat
 NEVER_ENDING_STEP = """
 import os, signal, sys, time, types
 sys.path.insert(0, sys.argv[1])
-from engine.midepoch import Preemption
+from engine.runtime.callbacks.midepoch import Preemption
 fit = types.SimpleNamespace(plan=types.SimpleNamespace(num_processes=1))
 Preemption(saver=None).on_fit_start(fit)
 os.kill(os.getpid(), signal.SIGINT)
@@ -106,11 +106,12 @@ def test_a_second_sigint_exits_at_once():
 def test_a_config_of_the_benchmark_flags_is_the_same_run(data_dir, tmp_path):
     """The in-process config above must be the subprocess runs' flags, or the test is void."""
     import run
+    from engine.config import cli as settings_cli
 
     config = _config(data_dir, "w")
     run.cli(["run.py", "--helpshort"])  # resets and parses nothing but defaults
     run.FLAGS(["run.py", "--workdir=w", f"--data_dir={data_dir}", *kill_resume.FLAGS])
-    parsed = run._config_from_flags()
+    parsed = settings_cli.config_from_flags()
 
     def settings(c):  # what decides the run: `given` only records which flags were typed
         return {k: v for k, v in dataclasses.asdict(c).items() if k != "given"}

@@ -11,12 +11,13 @@ from engine_helpers import fast_config
 
 import engine
 from engine.config import ConfigError
-from engine.lock import LOCK_FILE
+from engine.runtime.lock import LOCK_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOLD = (
-    "import sys, time; sys.path.insert(0, sys.argv[1]); from engine.lock import WorkdirLock; "
-    "WorkdirLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(600)"
+    "import sys, time; sys.path.insert(0, sys.argv[1]); "
+    "from engine.runtime.lock import WorkdirLock; WorkdirLock(sys.argv[2]).acquire(); "
+    "print('locked', flush=True); time.sleep(600)"
 )
 
 

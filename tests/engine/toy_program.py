@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from engine.programs import Program, summing_eval
+from engine.runtime.program import Program, summing_eval
 
 
 def _psum(tree, axis_name):

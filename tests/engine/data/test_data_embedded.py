@@ -10,7 +10,7 @@ import pytest
 from sklearn import datasets as skd
 
 from engine import data
-from engine.data import embedded, registry
+from engine.data import embedded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -29,9 +29,9 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
-@pytest.mark.parametrize("name", registry.EMBEDDED)
+@pytest.mark.parametrize("name", embedded.NAMES)
 def test_embedded_matches_sklearn(name, data_dir):
-    ds = data.load(name, data_dir=data_dir)
+    ds = data.load(name, data.Options(data_dir))
     ref = SKLEARN[name]()
     assert ds.test is None and ds.val is None
     assert ds.train.inputs.dtype == np.float32
@@ -58,7 +58,7 @@ def test_embedded_matches_sklearn(name, data_dir):
 
 
 def test_prepared_once_then_reused(tmp_path, monkeypatch):
-    first = data.load("iris", data_dir=str(tmp_path))
+    first = data.load("iris", data.Options(str(tmp_path)))
     record_file = (
         tmp_path / "sklearn_iris" / "1.0.0" / "sklearn_iris-train.array_record-00000-of-00001"
     )
@@ -69,7 +69,7 @@ def test_prepared_once_then_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(embedded._SklearnBuilder, "_generate_examples", no_rebuild)
     monkeypatch.setattr(embedded, "_sklearn_bunch", no_rebuild)  # nor is scikit-learn read
-    second = data.load("iris", data_dir=str(tmp_path))
+    second = data.load("iris", data.Options(str(tmp_path)))
     assert record_file.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(first.train.inputs, second.train.inputs)
     assert first.info == second.info
@@ -128,9 +128,9 @@ def test_dispatch_by_prefix(monkeypatch):
     monkeypatch.setattr(folder, "load", lambda path, **kw: calls.append(("folder", path, kw)))
     monkeypatch.setattr(table, "load", lambda path, **kw: calls.append(("csv", path, kw)))
     monkeypatch.setattr(catalog, "load", lambda name, **kw: calls.append(("tfds", name, kw)))
-    data.load("folder:/photos/猫", data_dir="/d", image_size=32, skip_bad_files=True)
-    data.load("csv:prices.csv", data_dir="/d", target="price")
-    data.load("mnist:3.0.1", data_dir="/d")
+    data.load("folder:/photos/猫", data.Options("/d", image_size=32, skip_bad_files=True))
+    data.load("csv:prices.csv", data.Options("/d", target="price"))
+    data.load("mnist:3.0.1", data.Options("/d"))
     assert calls == [
         ("folder", "/photos/猫", {"data_dir": "/d", "image_size": 32, "skip_bad_files": True}),
         ("csv", "prices.csv", {"target": "price", "data_dir": "/d"}),
@@ -141,4 +141,4 @@ def test_dispatch_by_prefix(monkeypatch):
 @pytest.mark.parametrize("name", ["folder:", "csv:", ""])
 def test_dispatch_rejects_missing_path(name):
     with pytest.raises(ValueError, match=r"path|name"):
-        data.load(name, data_dir="/d")
+        data.load(name, data.Options("/d"))

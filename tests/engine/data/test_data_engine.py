@@ -1,8 +1,8 @@
-"""The data features through the real orchestrator (`train_and_evaluate`), offline.
+"""The data features through the real orchestrator (`engine.fit`), offline.
 
 Catalog datasets from generated TFDS files, image folders, CSV tables, time splits, class
 balancing, on-device augmentation and the streaming input path, each driven the way a user's
-run drives them: a `Config` handed to `engine.train.train_and_evaluate` (or, to look inside a
+run drives them: a `Config` handed to `engine.fit` (or, to look inside a
 run, to `engine.build.build`, which is what it calls first).
 """
 
@@ -20,12 +20,12 @@ from catalog_fixtures import prepare
 from engine_helpers import fast_config, read_lines, records_without_timings
 from folder_fixtures import make_digits_folder
 
-from engine import optim, parallel, steps
-from engine import state as state_lib
-from engine.build import build
 from engine.data import catalog, class_counts
-from engine.programs import summing_eval
-from engine.train import train_and_evaluate
+from engine.programs import optim, steps
+from engine.programs import state as state_lib
+from engine.runtime.program import summing_eval
+from engine.workflows import setup
+from engine.workflows.fit import fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CATALOG_SIZES = {"cifar10": {"train": 300, "test": 100}, "mnist": {"train": 200, "test": 60}}
@@ -53,7 +53,8 @@ def offline(monkeypatch):
 
 
 def _build(config):
-    return build(config, parallel.make_plan(config.parallel))
+    """The run `engine.fit` would build for `config` (its data, model, task and loaders)."""
+    return setup.prepare(config).run
 
 
 def _rows(source):
@@ -78,7 +79,7 @@ def test_catalog_dataset_trains_and_tests_on_its_own_test_split(
     config = fast_config(
         catalog_dir, str(tmp_path / name), dataset=name, arch=arch, epochs=2, batch_size=32
     )
-    results = train_and_evaluate(config)
+    results = fit(config)
     out = capsys.readouterr().out
     # The dataset's own test split, every example once; validation is 10% of its train split
     # (round(0.1 * n)), as it has no validation split of its own.
@@ -105,7 +106,7 @@ FOLDER_FLAGS = dict(arch="lenet", epochs=10, lr=1e-2, val_fraction=0.3)
 def digits_lenet(data_dir, tmp_path_factory):
     """Test accuracy of LeNet on the built-in digits with FOLDER_FLAGS."""
     workdir = str(tmp_path_factory.mktemp("digits_lenet"))
-    return train_and_evaluate(fast_config(data_dir, workdir, **FOLDER_FLAGS))["test"]
+    return fit(fast_config(data_dir, workdir, **FOLDER_FLAGS))["test"]
 
 
 @pytest.mark.parametrize("colour", [False, True], ids=["grey", "colour"])
@@ -116,7 +117,7 @@ def test_folder_of_digit_pngs_trains_lenet_as_well_as_builtin_digits(
     config = fast_config(
         data_dir, str(tmp_path / "run"), dataset=f"folder:{folder.root}", **FOLDER_FLAGS
     )
-    results = train_and_evaluate(config)["test"]
+    results = fit(config)["test"]
     out = capsys.readouterr().out
     # The class list with counts is printed, by the folders' (Chinese) names.
     assert "training classes (10): 类别_0: " in out
@@ -159,7 +160,7 @@ def test_csv_linear_regression_reaches_near_zero_error(data_dir, tmp_path):
         lr=1e-2,
         batch_size=8,
     )
-    test = train_and_evaluate(config)["test"]
+    test = fit(config)["test"]
     assert test["count"] == round(0.3 * 400)
     # std(y) is about |WEIGHTS| = 3.9 and the noise alone leaves RMSE 0.05 (R^2 0.9998): the
     # ReLU net's piecewise-linear fit must stay within 5% of y's spread (R^2 > 0.995).
@@ -277,7 +278,7 @@ def test_imbalanced_run_prints_distribution_and_warning_and_trains(
     config = fast_config(
         data_dir, workdir, dataset=f"csv:{path}", target="label", epochs=15, batch_size=32, **flags
     )
-    results = train_and_evaluate(config)
+    results = fit(config)
     out = capsys.readouterr().out
     # 330 rows: test round(0.3 * 330) = 99, val round(0.1 * 231) = 23, train 208, stratified
     # (each class within one row of its share, largest remainders first): test a 72, b 18, c 9,
@@ -304,7 +305,7 @@ def test_augmentation_changes_training_inputs_never_evaluation(data_dir, tmp_pat
     cfg = run.step_config
     plain_cfg = dataclasses.replace(cfg, augment=None)
     sample = np.zeros((1, *run.input_shape), np.float32)
-    tx = optim.make(config, len(run.train_loader))
+    tx = optim.make(optim.settings(config), len(run.train_loader))
     state = state_lib.create(
         run.model, tx, rng=jax.random.PRNGKey(0), sample_input=sample, norm=run.norm
     )
@@ -345,7 +346,7 @@ def test_augmented_runs_are_deterministic(data_dir, tmp_path):
     runs = []
     for name in ("a", "b"):
         workdir = str(tmp_path / name)
-        train_and_evaluate(fast_config(data_dir, workdir, augment="standard", epochs=2))
+        fit(fast_config(data_dir, workdir, augment="standard", epochs=2))
         runs.append(records_without_timings(workdir))
     assert len(runs[0]) == 2
     assert runs[0] == runs[1]
@@ -370,7 +371,7 @@ def test_streaming_and_in_memory_runs_are_identical(catalog_dir, offline, tmp_pa
         run = _build(config)
         loaders = (run.train_loader, run.val_loader, run.test_loader)
         assert all(loader.streaming == (streaming == "stream") for loader in loaders)
-        results[streaming] = train_and_evaluate(config)["test"]
+        results[streaming] = fit(config)["test"]
         lines[streaming] = records_without_timings(workdir)
     assert len(lines["stream"]) == 1
     assert lines["stream"] == lines["memory"]
