@@ -71,7 +71,7 @@ def register(name: str, factory: Any, **spec_fields: Any) -> Any:
             `default_dropout` (0.0), `options` (() : names from the shared and family options
             the factory accepts, validated like the built-ins'), `description`, `recipe`
             ({}: the training settings the family trains well with, applied to the flags a
-            run does not give; see `engine.defaults`).
+            run does not give; see `engine.config.recipes`).
 
     Returns:
         `factory`, unchanged.

@@ -65,7 +65,7 @@ class ArchSpec:
         recipe: the training settings the family trains well with, from its paper or a
             well-known reference implementation, as engine config fields (e.g. `optimizer`,
             `lr`, `weight_decay`, `schedule`, `batchnorm`); the engine applies each to a run
-            that does not set that field itself (`engine.defaults`). Empty: the engine's own
+            that does not set that field itself (`engine.config.recipes`). Empty: the engine's own
             defaults (Adam, lr 1e-3, cosine).
         table_recipe: settings that replace or add to `recipe`'s when the inputs are feature
             vectors (a table: `csv:` files and the embedded tables, `engine.data.is_table`),

@@ -89,7 +89,7 @@ def init_program(model: nn.Module):
     """`model.init(rngs, x, train=False)` jitted, one function per module (equal modules share).
 
     The summary's shape pass (`jax.eval_shape`) and the training state's init
-    (`engine.state.create`: `.lower`) call this same jitted function with the same argument
+    (`engine.programs.state.create`: `.lower`) call this same jitted function with the same argument
     shapes, so JAX traces the model's init once per start, not twice (a ResNet-18 init's
     second trace was ~0.1 s of a start on this CPU).
 

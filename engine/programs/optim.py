@@ -52,40 +52,40 @@ def range_schedule(steps: int = RANGE_STEPS, start: float = RANGE_START, end: fl
     return lambda i: start * (end / start) ** (i / steps)
 
 
-def effective_lr(config: Settings) -> float:
+def effective_lr(settings: Settings) -> float:
     """The peak learning rate after `--lr_scaling` (linear: lr x global_batch / 256)."""
-    if config.lr_scaling == "linear":
-        return config.lr * config.batch_size * config.grad_accum_steps / 256.0
-    return config.lr
+    if settings.lr_scaling == "linear":
+        return settings.lr * settings.batch_size * settings.grad_accum_steps / 256.0
+    return settings.lr
 
 
-def schedule(config: Settings, steps_per_epoch: int) -> optax.Schedule:
+def schedule(settings: Settings, steps_per_epoch: int) -> optax.Schedule:
     """The learning rate as a function of the optimizer update count.
 
     The schedule spans the planned run (`--epochs`), so a resumed run follows exactly the same
     rates as an uninterrupted one. `step` decays by 10x at 50% and 75% of training (the classic
     ResNet recipe); `warmup_cosine` warms up linearly for `--warmup_epochs`.
     """
-    if config.find_lr:  # the range test sweeps the rate itself
+    if settings.find_lr:  # the range test sweeps the rate itself
         return range_schedule()
-    lr = effective_lr(config)
-    updates_per_epoch = max(steps_per_epoch // config.grad_accum_steps, 1)
-    # An unresolved automatic count (--epochs=0, before engine.defaults.with_epochs) spans
+    lr = effective_lr(settings)
+    updates_per_epoch = max(steps_per_epoch // settings.grad_accum_steps, 1)
+    # An unresolved automatic count (--epochs=0, before engine.config.recipes.with_epochs) spans
     # the floor, never a single update.
-    epochs = config.epochs or AUTO_FLOOR
+    epochs = settings.epochs or AUTO_FLOOR
     total = max(epochs * updates_per_epoch, 1)
-    if config.schedule in ("constant", "plateau"):  # plateau scales a constant rate
+    if settings.schedule in ("constant", "plateau"):  # plateau scales a constant rate
         return optax.constant_schedule(lr)
-    if config.schedule == "cosine":
+    if settings.schedule == "cosine":
         return optax.cosine_decay_schedule(lr, decay_steps=total)
-    if config.schedule == "warmup_cosine":
-        warmup = min(int(config.warmup_epochs * updates_per_epoch), total - 1)
+    if settings.schedule == "warmup_cosine":
+        warmup = min(int(settings.warmup_epochs * updates_per_epoch), total - 1)
         return optax.warmup_cosine_decay_schedule(
             0.0, lr, warmup_steps=max(warmup, 0), decay_steps=total
         )
-    if config.schedule == "step":
+    if settings.schedule == "step":
         return optax.piecewise_constant_schedule(lr, {total // 2: 0.1, (3 * total) // 4: 0.1})
-    raise ValueError(f"unknown schedule {config.schedule!r}")
+    raise ValueError(f"unknown schedule {settings.schedule!r}")
 
 
 def path_name(path) -> str:
@@ -121,58 +121,58 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make(config: Settings, steps_per_epoch: int) -> optax.GradientTransformation:
+def make(settings: Settings, steps_per_epoch: int) -> optax.GradientTransformation:
     """Builds clip -> weight decay (masked) -> optimiser(schedule) [-> gradient accumulation].
 
     Weight decay is an optax transform, not a term added to the loss. For `adamw` it is
     decoupled (AdamW, decay scaled by the learning rate); for sgd/momentum/adam it is the
     classic L2 form (`add_decayed_weights` before the optimiser, i.e. gradient += wd * w).
     """
-    lr = schedule(config, steps_per_epoch)
+    lr = schedule(settings, steps_per_epoch)
     parts = []
-    if config.clip_grad_norm > 0:
-        parts.append(optax.clip_by_global_norm(config.clip_grad_norm))
-    if config.optimizer == "adamw":
-        parts.append(optax.adamw(lr, weight_decay=config.weight_decay, mask=decay_mask))
+    if settings.clip_grad_norm > 0:
+        parts.append(optax.clip_by_global_norm(settings.clip_grad_norm))
+    if settings.optimizer == "adamw":
+        parts.append(optax.adamw(lr, weight_decay=settings.weight_decay, mask=decay_mask))
     else:
-        if config.weight_decay > 0:
-            parts.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
-        if config.optimizer == "sgd":
+        if settings.weight_decay > 0:
+            parts.append(optax.add_decayed_weights(settings.weight_decay, mask=decay_mask))
+        if settings.optimizer == "sgd":
             parts.append(optax.sgd(lr))
-        elif config.optimizer == "momentum":
-            parts.append(optax.sgd(lr, momentum=config.momentum))
-        elif config.optimizer == "adam":
+        elif settings.optimizer == "momentum":
+            parts.append(optax.sgd(lr, momentum=settings.momentum))
+        elif settings.optimizer == "adam":
             parts.append(optax.adam(lr))
         else:
-            raise ValueError(f"unknown optimizer {config.optimizer!r}")
-    if config.schedule == "plateau":
-        parts.append(_scaled_by_plateau(plateau(config)))
+            raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+    if settings.schedule == "plateau":
+        parts.append(_scaled_by_plateau(plateau(settings)))
     tx = optax.chain(*parts)
-    if config.freeze:
-        tx = freeze(tx, config.freeze)
-    if config.on_nan == "skip":
+    if settings.freeze:
+        tx = freeze(tx, settings.freeze)
+    if settings.on_nan == "skip":
         # Inside MultiSteps, so it judges the averaged update that is applied. It gives up (and
         # applies) after this many non-finite updates in a row; the NaN guard stops a run
         # whose updates all fail, long before.
         tx = optax.apply_if_finite(tx, max_consecutive_errors=MAX_CONSECUTIVE_SKIPS)
-    if config.grad_accum_steps > 1:
+    if settings.grad_accum_steps > 1:
         # Averages K micro-batch gradients and applies them once: K steps of B = one of K*B.
-        tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)
+        tx = optax.MultiSteps(tx, every_k_schedule=settings.grad_accum_steps)
     return tx
 
 
-def plateau(config: Settings) -> optax.GradientTransformationExtraArgs:
+def plateau(settings: Settings) -> optax.GradientTransformationExtraArgs:
     """The optax `contrib.reduce_on_plateau` with the `--plateau_*` settings, fed once an epoch.
 
     Its `value` is the epoch's validation loss (so `accumulation_size=1`); `min_scale` is
     `--plateau_min_lr` relative to the effective rate.
     """
     return optax.contrib.reduce_on_plateau(
-        factor=config.plateau_factor,
-        patience=config.plateau_patience,
-        cooldown=config.plateau_cooldown,
+        factor=settings.plateau_factor,
+        patience=settings.plateau_patience,
+        cooldown=settings.plateau_cooldown,
         accumulation_size=1,
-        min_scale=config.plateau_min_lr / effective_lr(config),
+        min_scale=settings.plateau_min_lr / effective_lr(settings),
     )
 
 

@@ -57,8 +57,8 @@ class Checkpoints:
             item_names=("state", "meta"),
         )
 
-        # Mid-epoch saves (`engine.midepoch`), numbered by global step, with the epoch's
-        # running metric sums beside the state; made on first use (eval writes nothing).
+        # Mid-epoch saves (`engine.runtime.callbacks.midepoch`), numbered by global step, with the
+        # epoch's running metric sums beside the state; made on first use (eval writes nothing).
         self._mid_dir, self._mid_keep, self._async = paths.join(root, MID), max_to_keep, single
         self._mid: ocp.CheckpointManager | None = None
         # A best state not yet on disk (`hold_best`): written before any later save, so the

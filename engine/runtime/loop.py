@@ -1,8 +1,8 @@
 """The training loop: epochs of a program's pure steps, with callbacks doing everything else.
 
 Checkpoints, logs, best tracking, early stopping and the like are callbacks
-(`engine.callbacks`); the loop only runs steps, evaluates, and tells the callbacks. It is the
-same for every program (supervised, several models) and every parallel mode.
+(`engine.runtime.callbacks`); the loop only runs steps, evaluates, and tells the callbacks. It is
+the same for every program (supervised, several models) and every parallel mode.
 """
 
 from __future__ import annotations

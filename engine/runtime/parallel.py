@@ -2,7 +2,7 @@
 
 One `Plan` holds the three things that differ between modes: how the steps are wrapped, how the
 state and batches are placed on devices, and how they are read back. The step functions are the
-same in every mode (see `engine.steps`).
+same in every mode (see `engine.programs.steps`).
 
 * `none`: `jax.jit` on the default device (one process, one device).
 * `jit` (default): a one-dimensional `data` mesh over every device of every process; state
@@ -125,7 +125,7 @@ class Plan:
         """Shape structs of a `rows`-row global batch as `place_batch` hands it to the step.
 
         For tracing the step at the shapes and placement of its real calls, so that the
-        compiled step reuses that trace (`engine.loop.metric_zeros`): a struct sharded
+        compiled step reuses that trace (`engine.runtime.loop.metric_zeros`): a struct sharded
         differently from the real argument makes JAX trace again. Under pmap, the one-row
         `sample` itself: the step is traced per device there and shares no trace.
         """

@@ -1,14 +1,14 @@
-"""Programs: the pure part of a training job (init, steps, summary) that the loop runs.
+"""The program interface: the pure part of a training job (init, steps, summary) the loop runs.
 
-A program knows nothing of epochs, files or devices; the loop (`engine.loop`) feeds it batches
-and `engine.parallel.Plan` compiles its steps for the parallel mode. Its state is any pytree of
-arrays, so one program may hold several models and optimizers as named sub-states (a generator
-and a discriminator, a frozen model beside a trained one) and still run in every parallel
-mode and checkpoint as one tree.
+A program knows nothing of epochs, files or devices; the loop (`engine.runtime.loop`) feeds it
+batches and `engine.runtime.parallel.Plan` compiles its steps for the parallel mode. Its state is
+any pytree of arrays, so one program may hold several models and optimizers as named sub-states
+(a generator and a discriminator, a frozen model beside a trained one) and still run in every
+parallel mode and checkpoint as one tree.
 
 A program whose steps sum over devices must be built knowing the pmap axis (`axis_name`, None
-under jit, where arrays are global): programs are made by factories `(run, axis_name) ->
-Program`, where `run` is what `engine.build.build` returned.
+under jit, where arrays are global): programs are made by factories `(config, run, axis_name)
+-> Program` (`engine.programs.registry`), and `psum` sums over that axis when there is one.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Program:
       infer: optional `(state, inputs) -> {"outputs": ..., "prediction": ..., ...}` for
         `engine.load(...).predict`; pure and jittable.
       notes: lines to print at the start (a model summary, parameter counts).
-      callbacks: the program's own host callbacks (`engine.callbacks.Callback`), run after
+      callbacks: the program's own host callbacks (`engine.runtime.callbacks.Callback`), run after
         the best tracker in every fit of the program (a grid of generated samples).
     """
 

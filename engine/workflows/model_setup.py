@@ -1,7 +1,7 @@
 """The model side of a run: the architecture's spec, the image size, the module, the step options.
 
-Split from `engine.build` (which loads and splits the data and builds the loaders): here is
-everything that depends on the architecture rather than on the rows.
+Split from `engine.workflows.build` (which loads and splits the data and builds the loaders):
+here is everything that depends on the architecture rather than on the rows.
 """
 
 from __future__ import annotations

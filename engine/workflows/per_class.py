@@ -110,7 +110,7 @@ def per_class_report(setup, state) -> dict:
     """The test split's per-class scores (for `results.json`), drawing the two pictures.
 
     Args:
-      setup: the prepared run (`engine.setup.Setup`); one process.
+      setup: the prepared run (`engine.workflows.setup.Setup`); one process.
       state: the state to test (placed for `setup.plan`).
     """
     run, plan = setup.run, setup.plan

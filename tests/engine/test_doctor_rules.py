@@ -127,7 +127,7 @@ def test_finding_line_is_one_line_and_json_is_strict():
     f = rules.Finding("r", 2, "saw 1.0", "cause", "remedy")
     assert "\n" not in f.line() and f.line().startswith("doctor [r] epoch 2: saw 1.0")
     text = report.dumps({"loss": math.nan, "x": [math.inf]})
-    # Non-finite values become null and are listed (engine.report.strict's convention).
+    # Non-finite values become null and are listed (engine.runtime.report.strict's convention).
     assert json.loads(text) == {"loss": None, "x": [None], "nonfinite_values": ["loss", "x[0]"]}
 
 

@@ -15,21 +15,21 @@ from engine.config import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _readme_example() -> str:
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+def _guide_example() -> str:
+    """The first Python block of docs/api.md, the Python API's guide."""
+    with open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8") as f:
         text = f.read()
-    section = text[text.index("## Python API") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
 
 
-def test_readme_example_trains_a_user_module_and_loss_and_predicts_its_test_accuracy(
+def test_the_api_guide_example_trains_a_user_module_and_loss_and_predicts_its_test_accuracy(
     tmp_path, data_dir
 ):
-    # The README's script as a user would run it: its own flax module, its own loss, a
+    # The guide's script as a user would run it: its own flax module, its own loss, a
     # callback that pauses the run; the same call resumes; engine.load's predictions on the
     # test split give exactly the accuracy in results.json (the script asserts it too).
     script = tmp_path / "example.py"
-    script.write_text(_readme_example(), encoding="utf-8")
+    script.write_text(_guide_example(), encoding="utf-8")
     env = dict(os.environ, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=data_dir, PYTHONPATH=ROOT)
     done = subprocess.run(
         [sys.executable, str(script)],

@@ -114,7 +114,7 @@ def test_the_table_recipe_keeps_to_tables_and_to_its_optimizer(data_dir):
 
 @pytest.mark.parametrize("flag", ["--lr=0.01", "--hidden_sizes=64", "--optimizer=momentum"])
 def test_a_given_lr_width_or_optimizer_leaves_the_adamw_decay_out(data_dir, flag):
-    # engine/defaults.py: AdamW's decay of 10 was measured at lr 1e-3 with the 256-128 layers
+    # engine/config/recipes.py: AdamW's decay of 10 was measured at lr 1e-3 with the 256-128 layers
     # (at lr 1e-2 a clean linear table fit to R^2 0.68, tests/engine/data/test_data_engine.py).
     config = _resolve(_from_flags("--dataset=wine", flag, f"--data_dir={data_dir}"))
     assert config.weight_decay == 0.0

@@ -1,4 +1,4 @@
-"""engine/host_memory.py: run.py restarts itself once with 2 MiB pages for XLA's host buffers."""
+"""engine/runtime/host_memory.py: run.py restarts itself once with 2 MiB pages for host buffers."""
 
 import os
 import platform

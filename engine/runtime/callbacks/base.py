@@ -16,7 +16,7 @@ from typing import Any
 class Callback:
     """Base class: every hook does nothing. `name` keys the callback's saved state.
 
-    The loop sets `fit` (the running `engine.loop.Fit`) before `on_fit_start`, so every hook
+    The loop sets `fit` (the running `engine.runtime.loop.Fit`) before `on_fit_start`, so every hook
     can call `self.fit.stop(...)` or `self.fit.say(...)`.
     """
 

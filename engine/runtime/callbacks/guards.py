@@ -22,9 +22,9 @@ class NanGuard(Callback):
 
     The sums are read at most once every `interval` seconds between steps (a read waits for
     the step in flight, so never every step) and at each epoch end. With `on_nan="stop"` the
-    steps keep the last finite state (`engine.steps`), so the guard stops the run as failed:
-    the bad state is never saved, the last good checkpoint stays. With `"skip"` the bad updates
-    were dropped by optax.apply_if_finite; the count is reported in the epoch record
+    steps keep the last finite state (`engine.programs.steps`), so the guard stops the run as
+    failed: the bad state is never saved, the last good checkpoint stays. With `"skip"` the bad
+    updates were dropped by optax.apply_if_finite; the count is reported in the epoch record
     (`train.nonfinite_steps`), and a run whose every step of an epoch failed is stopped.
 
     Attributes:

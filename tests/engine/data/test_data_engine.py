@@ -3,7 +3,7 @@
 Catalog datasets from generated TFDS files, image folders, CSV tables, time splits, class
 balancing, on-device augmentation and the streaming input path, each driven the way a user's
 run drives them: a `Config` handed to `engine.fit` (or, to look inside a
-run, to `engine.build.build`, which is what it calls first).
+run, to `engine.workflows.build.build`, which is what it calls first).
 """
 
 import dataclasses
