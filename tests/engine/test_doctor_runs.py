@@ -7,12 +7,14 @@ non-finite one are in the default suite; `pytest -m slow tests/engine/test_docto
 them all (every rule also has a fast test on hand-made records in test_doctor_rules.py).
 """
 
+import itertools
+import json
 import os
 
 import flax.linen as nn
 import numpy as np
 import pytest
-from engine_helpers import fast_config, read_json
+from engine_helpers import fast_config, read_json, read_lines
 
 from engine.runtime.callbacks.guards import Diverged
 from engine.workflows.diagnose import post_hoc
@@ -190,7 +192,8 @@ def test_underfitting(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_lr_too_high(data_dir, tmp_path):
-    # Momentum SGD at lr 1.0: the training loss went 0.4036 -> 0.6661 in epoch 3.
+    # Momentum SGD at lr 1.0: the training loss rose in epoch 3 (0.4036 -> 0.6661 on one
+    # machine, 0.6764 on another: a step this large amplifies the float summation order).
     findings = _doctor(
         data_dir,
         tmp_path / "w",
@@ -202,7 +205,10 @@ def test_lr_too_high(data_dir, tmp_path):
         epochs=3,
     )
     assert "lr_too_high" in findings and "lr_too_low" not in findings
-    assert "1.65x" in findings["lr_too_high"]["saw"]
+    # The finding quotes the largest rise of the run's own training loss (metrics.jsonl).
+    losses = [r["train"]["loss"] for r in map(json.loads, read_lines(str(tmp_path / "w")))]
+    rise = max(b / a for a, b in itertools.pairwise(losses))
+    assert rise > 1.5 and f"at most {rise:.2f}x" in findings["lr_too_high"]["saw"]
 
 
 @pytest.mark.slow
