@@ -62,3 +62,19 @@ def init(model, x):
 
 def input_size(name: str) -> int:
     return max(architectures.spec(name).min_image_size, 8)
+
+
+def leaf_errors(got, want) -> dict[str, float]:
+    """`{path: largest error / largest value}` of each leaf of two gradient trees.
+
+    A leaf whose reference is all zeros counts as broken (its error is inf): a comparison of
+    zeros catches no gradient bug, so the nets below are built to have none.
+    """
+    errors = {}
+    for (path, g), w in zip(
+        jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want), strict=True
+    ):
+        scale = float(jnp.max(jnp.abs(w)))
+        error = float(jnp.max(jnp.abs(g - w)))
+        errors[jax.tree_util.keystr(path)] = error / scale if scale > 0 else float("inf")
+    return errors

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from arch_helpers import leaf_errors
 from jax import lax
 
 import architectures
@@ -140,24 +141,102 @@ def test_bfloat16_inputs_give_bfloat16_outputs_close_to_float32():
     assert float(jnp.max(jnp.abs(got.astype(jnp.float32) - want))) < 0.05 * scale
 
 
-@pytest.mark.parametrize("arch", ["resnet", "vgg"])
-def test_a_net_with_winograd_layers_trains_as_with_xlas_convolution(monkeypatch, arch):
-    # The 3x3 stride-1 convolutions on Winograd (thresholds lowered: F(4x4, 3x3) on the 32x32 to
-    # 8x8 maps, F(2x2, 3x3) on 4x4, taps below): the same loss and parameter gradients as XLA's
-    # convolution, within F(4x4, 3x3)'s tolerance above.
-    monkeypatch.setattr(conv_lowering, "WINOGRAD_FLOPS", 0)
-    monkeypatch.setattr(conv_lowering, "WINOGRAD_TILE4_SIZE", 8)
+# Net-level gradients are compared leaf by leaf, each against its own scale (`leaf_errors`): the
+# largest error of a leaf may be this share of the leaf's largest value. Measured on the correct
+# code (2026-12-07): at most 3.1e-6 (ResNet-18, layer1_0/conv1) and 5.7e-6 (VGG-16, conv1_1) at
+# quarter width; a wrong gradient (a +10% kernel gradient on one convolution, a zeroed one) is
+# off by 0.1 or 1 of its leaf.
+LEAF_TOLERANCE = 1e-4
+
+
+def net_gradients(arch: str, check_lowering: bool = True):
+    """(Winograd's, XLA's) parameter gradients of a quarter-width `arch` on 2 random 32x32x3.
+
+    ResNet is built without `zero_init_residual` (which zeroes every block's last BatchNorm
+    scale, and with it the gradient of every block convolution): every leaf's gradient is
+    non-zero. `check_lowering`: first check the compiled program holds no convolution (off
+    where a test counts the Winograd calls of one trace).
+    """
     x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 32, 32, 3)), jnp.float32)
-    auto = architectures.get(arch, num_classes=10, conv="auto", width=0.25)
-    xla = architectures.get(arch, num_classes=10, conv="xla", width=0.25)
+    options = {"zero_init_residual": False} if arch == "resnet" else {}
+    auto = architectures.get(arch, num_classes=10, conv="auto", width=0.25, **options)
+    xla = architectures.get(arch, num_classes=10, conv="xla", width=0.25, **options)
     variables = auto.init(jax.random.PRNGKey(0), x)
 
     def loss(model, params):
         logits = model.apply({**variables, "params": params}, x)
         return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
 
-    text = jax.jit(lambda p: loss(auto, p)).lower(variables["params"]).as_text()
-    assert "convolution" not in text and "batching_dims = [0] x [0]" in text
-    got = jax.jit(jax.value_and_grad(lambda p: loss(auto, p)))(variables["params"])
-    want = jax.jit(jax.value_and_grad(lambda p: loss(xla, p)))(variables["params"])
-    chex.assert_trees_all_close(got, want, **TOLERANCE[4])
+    if check_lowering:
+        text = jax.jit(lambda p: loss(auto, p)).lower(variables["params"]).as_text()
+        assert "convolution" not in text and "batching_dims = [0] x [0]" in text
+    got = jax.jit(jax.grad(lambda p: loss(auto, p)))(variables["params"])
+    want = jax.jit(jax.grad(lambda p: loss(xla, p)))(variables["params"])
+    return got, want
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """The 3x3 stride-1 convolutions on Winograd, its thresholds lowered.
+
+    F(4x4, 3x3) on the 32x32 to 8x8 maps, F(2x2, 3x3) on 4x4, the matmul forms below.
+    """
+    monkeypatch.setattr(conv_lowering, "WINOGRAD_FLOPS", 0)
+    monkeypatch.setattr(conv_lowering, "WINOGRAD_TILE4_SIZE", 8)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vgg"])
+def test_a_net_with_winograd_layers_has_xlas_gradients_leaf_by_leaf(winograd_everywhere, arch):
+    errors = leaf_errors(*net_gradients(arch))
+    assert max(errors.values()) <= LEAF_TOLERANCE, max(errors.items(), key=lambda e: e[1])
+
+
+def _broken(input_scale: float, kernel_scale: float, which: int | None):
+    """`winograd_conv` whose backward pass scales its input and kernel gradients.
+
+    Of the convolution traced `which`-th (0: the stem; 1: the first block's first), or of all.
+    """
+    real, calls = winograd.winograd_conv, []
+
+    def conv(x, kernel, **kwargs):
+        if x.shape[-1] == 3:  # the net's first convolution (RGB input): a new trace begins
+            calls.clear()  # (init, then the gradient's trace, each call every convolution)
+        calls.append(None)
+        if which is not None and len(calls) - 1 != which:
+            return real(x, kernel, **kwargs)
+
+        @jax.custom_vjp
+        def wrong(x, kernel):
+            return real(x, kernel, **kwargs)
+
+        def forward(x, kernel):
+            return jax.vjp(lambda a, b: real(a, b, **kwargs), x, kernel)
+
+        def backward(vjp, cotangent):
+            dx, dk = vjp(cotangent)
+            return dx * input_scale, dk * kernel_scale
+
+        wrong.defvjp(forward, backward)
+        return wrong(x, kernel)
+
+    return conv
+
+
+@pytest.mark.parametrize(
+    ("arch", "mutation"),
+    [
+        ("resnet", (0.0, 1.0, None)),  # every Winograd convolution's input gradient zeroed
+        ("resnet", (1.0, 0.0, None)),  # every Winograd convolution's kernel gradient zeroed
+        ("resnet", (1.0, 1.1, 1)),  # one block convolution's kernel gradient 10% too large
+        ("vgg", (1.0, 1.1, 1)),  # VGG's second convolution's
+    ],
+)
+def test_each_gradient_bug_fails_the_net_level_comparison(
+    winograd_everywhere, monkeypatch, arch, mutation
+):
+    # The net-level test above must fail on a wrong backward pass: each mutation breaks it.
+    monkeypatch.setattr(winograd, "winograd_conv", _broken(*mutation))
+    errors = leaf_errors(*net_gradients(arch, check_lowering=False))
+    broken = {path: e for path, e in errors.items() if e > LEAF_TOLERANCE}
+    assert broken, "a wrong gradient passed the comparison"
+    print(arch, mutation, "fails on", broken)
