@@ -240,3 +240,56 @@ def test_registered_names_work_from_the_command_line_through_plugins(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     missing = _run(*common, "--plugins=no_such_plugin", "--epochs=2", cwd=tmp_path)
     assert missing.returncode == 2 and "--plugins=no_such_plugin" in missing.stderr
+
+
+def test_search_honours_plugins(tmp_path):
+    # search.py parses its flags as run.py does: a plugin's architecture is known to both.
+    (tmp_path / "my_plugin.py").write_text(PLUGIN, encoding="utf-8")
+    study, data = str(tmp_path / "study"), str(tmp_path / "data")
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "search.py"),
+            "--plugins=my_plugin",
+            "--arch=tiny",
+            f"--study_dir={study}",
+            "--trials=1",
+            "--space=lr=loguniform(1e-3,1e-2)",
+            f"--data_dir={data}",
+            "--epochs=1",
+            "--noprogress",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(os.path.join(study, "best_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["arch"] == "tiny"
+
+
+def test_printed_figures_say_what_the_run_does(momentum_workdir, tmp_path):
+    workdir, data = momentum_workdir
+    # 18 batches an epoch with an update every 2: 9 updates an epoch (set by --epochs).
+    accumulating = _run(
+        f"--workdir={tmp_path / 'accumulate'}",
+        f"--data_dir={data}",
+        "--grad_accum_steps=4",
+        "--epochs=2",
+        "--noprogress",
+    )
+    assert accumulating.returncode == 0, accumulating.stderr
+    assert "epochs: 2 (set) at 4.5 updates an epoch: 9 updates" in accumulating.stdout
+    # Evaluation prints no training plan; a --config file's epochs are labelled as set too.
+    evaluated = _run("--mode=eval", f"--workdir={workdir}", f"--data_dir={data}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert not any(line.startswith("epochs:") for line in evaluated.stdout.splitlines())
+    again = _run(
+        f"--config={os.path.join(workdir, 'config.json')}",
+        f"--workdir={tmp_path / 'from_config'}",
+        "--epochs=1",
+        "--noprogress",
+    )
+    assert again.returncode == 0, again.stderr
+    assert "epochs: 1 (set) at 9 updates an epoch: 9 updates" in again.stdout

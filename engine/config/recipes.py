@@ -283,9 +283,10 @@ def notes(
     auto = dict(item.split("=", 1) for item in config.auto)
     lines = []
     if "epochs" not in auto and updates is not None:
+        # Set: by --epochs, or by a --config file's.
         lines.append(
-            f"epochs: {config.epochs} (--epochs) at {updates:.3g} updates an epoch: "
-            f"{round(config.epochs * updates):,} updates"
+            f"epochs: {config.epochs} (set) at {updates:.3g} updates an epoch: "
+            f"{int(config.epochs * updates):,} updates"
         )
     if "epochs" in auto and "updates" in auto:
         epochs, updates = int(auto["epochs"]), float(auto["updates"])

@@ -69,11 +69,14 @@ def schedule(settings: Settings, steps_per_epoch: int) -> optax.Schedule:
     if settings.find_lr:  # the range test sweeps the rate itself
         return range_schedule()
     lr = effective_lr(settings)
-    updates_per_epoch = max(steps_per_epoch // settings.grad_accum_steps, 1)
+    # Gradient accumulation carries over epoch ends (optax.MultiSteps counts micro-steps), so
+    # the run makes epochs * steps // K updates: 18 batches at K=4 are 4.5 updates an epoch,
+    # and counting 4 an epoch ended the schedule at a tenth of the run short of its end.
+    updates_per_epoch = steps_per_epoch / settings.grad_accum_steps
     # An unresolved automatic count (--epochs=0, before engine.config.recipes.with_epochs) spans
     # the floor, never a single update.
     epochs = settings.epochs or AUTO_FLOOR
-    total = max(epochs * updates_per_epoch, 1)
+    total = max(int(epochs * steps_per_epoch) // settings.grad_accum_steps, 1)
     if settings.schedule in ("constant", "plateau"):  # plateau scales a constant rate
         return optax.constant_schedule(lr)
     if settings.schedule == "cosine":

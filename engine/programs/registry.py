@@ -46,6 +46,8 @@ class Run:
       notes: lines to print at the start (split sizes, class counts, warnings).
       trained: `(WORKDIR[:best|latest]) -> predictor` of another trained run (a frozen model
         a program trains beside): its `config`, `state`, `epoch`, `which` and `setup.run`.
+      takes_vectors: the model flattens its inputs (an architecture that needs no image), so
+        rows of an example's flattened values are examples too (`engine.load(...).predict`).
     """
 
     splits: Splits
@@ -59,6 +61,7 @@ class Run:
     test_loader: object
     notes: tuple[str, ...]
     trained: Callable[[str], Any] | None = None
+    takes_vectors: bool = False
 
     def sample_batch(self) -> dict[str, np.ndarray]:
         """A one-row host batch of the dataset's raw shapes (for shape-only tracing)."""

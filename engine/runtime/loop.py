@@ -68,10 +68,20 @@ class Fit:
     def stop(
         self, reason: str, *, finished: bool = False, failed: bool = False, exit_code: int = 0
     ) -> None:
-        """Asks the loop to stop at the next step boundary (keeps the first reason given)."""
+        """Asks the loop to stop at the next step boundary (keeps the first reason given).
+
+        A plain `stop(reason)` pauses the run: nothing is tested, and running the same command
+        again resumes it. `finished=True` (or `finish(reason)`) ends it for good: the selected
+        checkpoint is tested as after the last epoch, and a rerun finds it complete (when the
+        stop came at an epoch's end, which the checkpoint then records).
+        """
         if self.stop_reason is None:
             self.stop_reason, self.finished = reason, finished
             self.failed, self.exit_code = failed, exit_code
+
+    def finish(self, reason: str) -> None:
+        """Ends the run for good at the next step boundary, then tests it."""
+        self.stop(reason, finished=True)
 
     def say(self, *lines: str) -> None:
         """Prints on the main process only."""

@@ -284,6 +284,9 @@ def build(
     if model is None and spec.zoo:
         model = model_setup.make_model(config, arch, task.num_outputs, plan.axis_name)
     step_config, input_shape = model_setup.step_config(config, info, arch, model, image_size)
+    warning = model_setup.augment_warning(config.augment, input_shape)
+    if warning:
+        notes.append(f"warning: {warning}")
 
     def loader(source, batch_size, shuffle, class_batches=None):
         return _loader(config, plan, source, batch_size, shuffle, class_batches)
@@ -293,8 +296,9 @@ def build(
         f"{len(train_loader)} steps per epoch at global batch {train_batch} "
         f"on {devices} device(s) in {processes} process(es), parallel={plan.mode}"
     )
-    updates = len(train_loader) / config.grad_accum_steps if spec.zoo else None
-    notes.extend(recipes.notes(config, updates, table=not info.is_image, zoo=spec.zoo))
+    if config.mode == "train":  # evaluation reads a trained run: its training values are history
+        updates = len(train_loader) / config.grad_accum_steps if spec.zoo else None
+        notes.extend(recipes.notes(config, updates, table=not info.is_image, zoo=spec.zoo))
     return Run(
         splits=splits,
         task=task,
@@ -307,4 +311,5 @@ def build(
         test_loader=loader(splits.test, eval_batch, False),
         notes=tuple(notes),
         trained=trained,
+        takes_vectors=not arch.needs_image,
     )

@@ -77,19 +77,23 @@ def _probe(setup: Setup, eval_zeros, model=None) -> probe.Probe:
     return probe.Probe(loader, eval_zeros, val_batch, activations)
 
 
-def callbacks(setup: Setup, abstract) -> list[Callback]:
+def callbacks(setup: Setup, abstract) -> tuple[list[Callback], list[Callback]]:
     """The doctor's callbacks for this run (none with `--doctor=off`).
 
     Args:
       setup: the prepared run.
       abstract: the state's shapes (for the evaluation totals' zeros).
+
+    Returns:
+      `(measures, diagnoses)`: the probe, which adds to each epoch's record (so it runs before
+      every callback that reads the record), and the doctor, which reads it.
     """
     config, run, plan = setup.config, setup.run, setup.plan
     if not config.doctor:
-        return []
+        return [], []
     rules = rules_of(config.program)
     if not setup.spec.zoo:  # a program of its own nets: its rules on the logged numbers only
-        return [doctor.Doctor(setup.workdir, context(setup), plan.is_main, rules)]
+        return [], [doctor.Doctor(setup.workdir, context(setup), plan.is_main, rules)]
     # Dead units and the share of the top class describe a classifier's head, not an
     # embedding's, nor a user program's own model.
     classifier = not setup.custom_program and "accuracy" in setup.program.higher_is_better
@@ -104,7 +108,7 @@ def callbacks(setup: Setup, abstract) -> list[Callback]:
         "val": probe.input_stats(run.splits.val, run.norm),
     }
     ctx = context(setup, layers, stats)
-    return [the_probe, doctor.Doctor(setup.workdir, ctx, plan.is_main, rules)]
+    return [the_probe], [doctor.Doctor(setup.workdir, ctx, plan.is_main, rules)]
 
 
 def read_workdir(workdir: str) -> tuple[dict, list[dict], dict]:

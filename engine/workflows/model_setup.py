@@ -104,6 +104,26 @@ def _has_batchnorm(model, input_shape: tuple[int, ...]) -> bool:
     return "batch_stats" in shapes
 
 
+# Below this side the pad-and-crop of `--augment=crop|standard` was measured to hurt (digits'
+# 8x8, default MLP, 30 epochs: test 0.9555 with it, 0.9870 without, 0.9814 when the images are
+# resized to 32x32 first and then cropped), so a run is warned.
+SMALLEST_CROP = 16
+
+
+def augment_warning(augment_name: str, input_shape: tuple[int, ...]) -> str | None:
+    """Why `augment_name` hurts images of `input_shape` (the side the model sees), or None."""
+    if augment_name not in ("crop", "standard") or len(input_shape) != 3:
+        return None
+    side = min(input_shape[:2])
+    if side >= SMALLEST_CROP:
+        return None
+    return (
+        f"--augment={augment_name} pads and crops {side}x{side} images by a pixel, too coarse a "
+        f"shift for so few pixels (digits' 8x8, MLP, 30 epochs: test 0.9555 against 0.9870 "
+        f"without; 0.9814 cropped after --image_size=32); give --image_size=32 or --augment=none"
+    )
+
+
 def step_config(config: Config, info, spec, model, size: int):
     """(the train step's static options, the model's input shape (H, W, C) or (D,)).
 

@@ -64,10 +64,14 @@ class Predictor(Trained):
         shape = tuple(self.info.input_shape)
         if inputs.shape == shape:
             inputs = inputs[None]
+        flat = self.setup.run.takes_vectors and inputs.ndim == 2 and len(shape) > 1
+        if flat and inputs.shape[1] == int(np.prod(shape)):  # rows of the flattened values
+            inputs = inputs.reshape(len(inputs), *shape)
         if inputs.shape[1:] != shape:
+            rows = f" or (N, {int(np.prod(shape))})" if self.setup.run.takes_vectors else ""
             raise ValueError(
                 f"inputs have shape {inputs.shape}; this model takes raw examples of "
-                f"{self.info.name} shaped (N, {', '.join(map(str, shape))})"
+                f"{self.info.name} shaped (N, {', '.join(map(str, shape))}){rows}"
             )
         parts = []
         for start in range(0, len(inputs), self._batch):
@@ -129,14 +133,17 @@ def load(workdir: str, which: str = "best", **kwargs: Any) -> Predictor:
     return Predictor(trained.setup, trained.state, trained.epoch, trained.which)
 
 
-def read_inputs(spec: str, info: DatasetInfo) -> tuple[list[str], np.ndarray]:
+def read_inputs(
+    spec: str, info: DatasetInfo, *, flat: bool = False
+) -> tuple[list[str], np.ndarray]:
     """Reads `--inputs` into (names, raw inputs (N, *input_shape)).
 
     `folder:PATH`: every JPEG/PNG below PATH in sorted path order, decoded and fitted as the
     folder datasets do, named by path relative to PATH. `csv:PATH`: one row per example; with
     a header naming the dataset's features (`column=value` one-hot features are encoded from
     a raw `column`), else the features in order; named by row index. `npy:PATH`: an array of
-    raw inputs, named by row index.
+    raw inputs, named by row index. With `flat` (the model flattens its inputs), csv rows and
+    npy rows may hold an image's values in one row.
 
     Raises:
       ConfigError: one line naming a missing path, a bad shape or an unknown column.
@@ -152,6 +159,8 @@ def read_inputs(spec: str, info: DatasetInfo) -> tuple[list[str], np.ndarray]:
             raise ConfigError(f"--inputs={spec}: not a NumPy .npy array ({e})") from None
         if array.shape == shape:
             array = array[None]
+        if flat and array.ndim == 2 and array.shape[1] == int(np.prod(shape)):
+            array = array.reshape(len(array), *shape)  # rows of a flat model's values
         if array.shape[1:] != shape:
             raise ConfigError(
                 f"--inputs={spec} has shape {array.shape}; {info.name} examples are {shape}"
@@ -159,7 +168,7 @@ def read_inputs(spec: str, info: DatasetInfo) -> tuple[list[str], np.ndarray]:
         return [str(i) for i in range(len(array))], array
     if kind == "folder":
         return _read_folder(spec, path, info)
-    return _read_csv(spec, path, info)
+    return _read_csv(spec, path, info, flat)
 
 
 def _read_folder(spec: str, root: str, info: DatasetInfo):
@@ -185,14 +194,18 @@ def _read_folder(spec: str, root: str, info: DatasetInfo):
     return [f[start:] for f in files], np.stack(images)
 
 
-def _read_csv(spec: str, path: str, info: DatasetInfo):
-    if info.is_image:
-        raise ConfigError(f"--inputs={spec}: {info.name} has images; give folder: or npy:")
+def _read_csv(spec: str, path: str, info: DatasetInfo, flat: bool):
+    if info.is_image and not flat:
+        raise ConfigError(
+            f"--inputs={spec}: csv: rows are a table's values, and this model takes "
+            f"{info.name}'s images as images: give folder: (image files) or npy: (an array)"
+        )
     text = paths.read_bytes(path).decode("utf-8-sig")
     rows = [row for row in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in row)]
     if not rows:
         raise ConfigError(f"--inputs={spec} is empty")
-    features = info.feature_names or tuple(f"x{i}" for i in range(info.input_shape[0]))
+    width = int(np.prod(info.input_shape))  # an image's values, row by row, for a flat model
+    features = info.feature_names or tuple(f"x{i}" for i in range(width))
     header = [c.strip() for c in rows[0]]
     if _numbers(header):  # no header: the features in order
         table, columns = rows, {f: i for i, f in enumerate(features)}
@@ -218,7 +231,7 @@ def _read_csv(spec: str, path: str, info: DatasetInfo):
                 raise ConfigError(
                     f"--inputs={spec}: row {i + 1} column {feature!r} is {cell!r}, not a number"
                 ) from None
-    return [str(i) for i in range(len(table))], out
+    return [str(i) for i in range(len(table))], out.reshape(len(table), *info.input_shape)
 
 
 def _numbers(cells: list[str]) -> bool:
@@ -244,7 +257,7 @@ def write_predictions(config: Config) -> str:
     overrides = {k: v for k, v in overrides.items() if v != getattr(defaults, k)}
     predictor = load(config.resolved_workdir(), **overrides)
     info = predictor.info
-    names, inputs = read_inputs(config.inputs, info)
+    names, inputs = read_inputs(config.inputs, info, flat=predictor.setup.run.takes_vectors)
     result = predictor.infer(inputs)
     output = config.output or paths.join(config.resolved_workdir(), PREDICTIONS_FILE)
     prediction = result["prediction"]

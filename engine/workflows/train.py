@@ -8,13 +8,14 @@ resume) that the saved state fits this configuration.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
 
 import architectures
 from engine import paths, programs
-from engine.config import CONFIG_FILE, Config, ConfigError, parse_window
+from engine.config import CONFIG_FILE, Config, ConfigError, load_json, parse_window
 from engine.data.source import CLASSIFICATION
 from engine.programs import optim
 from engine.runtime import callbacks as cb
@@ -32,20 +33,24 @@ def default_callbacks(
     setup: Setup,
     tracker: cb.BestTracker,
     user: Sequence[cb.Callback] = (),
-    doctor: Sequence[cb.Callback] = (),
+    doctor: tuple[Sequence[cb.Callback], Sequence[cb.Callback]] = ((), ()),
 ):
     """The callbacks of a `fit`, in call order.
 
-    The NaN guard comes first (it fails the run before anything records a bad epoch), then
-    the tracker (later callbacks read `improved`), the user's callbacks and the configured
-    model-selection ones (so their state is saved and they can stop the run), the doctor's
-    (they add to the record before it is logged), then the log, the checkpoints and the prints.
+    The NaN guard comes first (it fails the run before anything records a bad epoch), then the
+    ones that add to the epoch's record (its speed, the doctor's measurements), so that every
+    later callback sees the whole record, as `metrics.jsonl` holds it; then the tracker (later
+    callbacks read `improved`), the user's callbacks and the configured model-selection ones
+    (so their state is saved and they can stop the run), the doctor's diagnosis, then the log,
+    the checkpoints and the prints.
     """
     config, workdir, is_main = setup.config, setup.workdir, setup.plan.is_main
     ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
     metric = setup.monitor.partition("_")[2]
     named = callback_registry.make(config.callbacks, config)
-    found = [guards.NanGuard(config.on_nan), tracker, *setup.program.callbacks, *user, *named]
+    measures, diagnoses = doctor
+    found = [guards.NanGuard(config.on_nan), loggers.Speed(), *measures, tracker]
+    found += [*setup.program.callbacks, *user, *named]
     if config.early_stopping:
         found.append(
             cb.EarlyStopping(
@@ -56,7 +61,7 @@ def default_callbacks(
         found.append(plateau_feed(config, setup.plan))
     if config.overfit_batches:
         found.append(OverfitCheck(config.overfit_batches))
-    found += [*doctor, loggers.Speed(), loggers.TensorBoardLog(workdir, is_main)]
+    found += [*diagnoses, loggers.TensorBoardLog(workdir, is_main)]
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
@@ -183,6 +188,8 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
                     callback.load_state_dict(saved[callback.name])
             within = f", step {start_step} of {steps}" if start_step else ""
             say(f"resumed from {workdir} at epoch {start_epoch}{within}")
+            saved_config = load_json(paths.join(workdir, CONFIG_FILE))
+            config = _horizon(config, saved_config, steps, start_epoch, say)
         if restored is None and (config.init_from or config.freeze):
             host_state = _fine_tune_start(host_state, config, say)
         if plan.is_main:  # every check passed: now the workdir may change
@@ -200,6 +207,8 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
             start_step=start_step,
             start_totals=totals,
         )
+        if restored is not None and meta.get("finished"):  # a callback ended it for good
+            fit_.stop(meta["finished"], finished=True)
         loop.run(fit_, state, abstract, run.train_loader, run.val_loader, sample)
         best = {"best_epoch": tracker.best["epoch"], "best_val": tracker.best["val"]}
         if fit_.failed:
@@ -225,6 +234,34 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
         return results
     finally:
         ckpt.close()
+
+
+# Schedules whose rates depend on the planned number of epochs (the others are constant).
+HORIZON_SCHEDULES = ("cosine", "warmup_cosine", "step")
+RESUMED = "resumed_epochs"  # `Config.auto` entry: the planned epochs before a resume changed them
+
+
+def _horizon(config: Config, saved: dict, steps: int, start_epoch: int, say) -> Config:
+    """`config` noting a resume that changes the schedule's length (`--epochs`), if it does.
+
+    The schedule spans the planned run, so a resume with another `--epochs` continues on the
+    new plan's curve: said in a start-up line with the rates before and after, and recorded in
+    `config.json`'s `auto` (`resumed_epochs=OLD`, kept by later resumes).
+    """
+    kept = tuple(a for a in saved.get("auto", ()) if a.startswith(f"{RESUMED}="))
+    before = saved.get("epochs")
+    if before and before != config.epochs and config.schedule in HORIZON_SCHEDULES:
+        update = start_epoch * steps // config.grad_accum_steps
+        old = optim.schedule(optim.settings(dataclasses.replace(config, epochs=before)), steps)
+        new = optim.schedule(optim.settings(config), steps)
+        say(
+            f"resume: --epochs changed from {before} to {config.epochs}, so the {config.schedule} "
+            f"schedule now spans {config.epochs} epochs: the rate at epoch {start_epoch + 1} is "
+            f"{float(new(update)):.4g} (the first plan's: {float(old(update)):.4g})"
+        )
+        kept = (*kept, f"{RESUMED}={before}")
+    extra = tuple(a for a in kept if a not in config.auto)
+    return dataclasses.replace(config, auto=(*config.auto, *extra)) if extra else config
 
 
 def _fine_tune_start(host_state, config: Config, say):

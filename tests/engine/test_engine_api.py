@@ -104,3 +104,42 @@ def test_monitor_names_are_checked_before_work(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="valid: val_loss, val_accuracy"):
         engine.fit(fast_config(data_dir, str(tmp_path / "x"), monitor="val_r2"))
     assert not os.path.exists(tmp_path / "x" / "config.json")
+
+
+class _Finish(engine.Callback):
+    """Ends the run for good at `epoch` and keeps the records it was shown."""
+
+    def __init__(self, epoch):
+        self.epoch, self.records = epoch, []
+
+    def on_epoch_end(self, epoch, record, state):
+        self.records.append(dict(record))
+        if epoch == self.epoch:
+            self.fit.finish(f"finished at epoch {epoch}")
+
+
+def test_a_callback_ends_a_run_for_good_and_sees_the_whole_record(data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    finish = _Finish(2)
+    results = engine.fit(fast_config(data_dir, workdir, epochs=4), callbacks=[finish])
+    # Ended, not paused: tested at once, and a rerun finds nothing left to train.
+    assert results["stop_reason"] == "finished at epoch 2" and "test" in results
+    assert len(read_lines(workdir)) == 2
+    again = engine.fit(fast_config(data_dir, workdir, epochs=4))
+    assert again["test"] == results["test"] and len(read_lines(workdir)) == 2
+    # What a callback is shown is what metrics.jsonl holds (the doctor's and the speed's too).
+    logged = [json.loads(line) for line in read_lines(workdir)]
+    for shown, saved in zip(finish.records, logged, strict=True):
+        assert {"train_eval", "probe", "speed"} <= set(shown)
+        assert set(shown) == set(saved)
+
+
+def test_predict_takes_flat_rows_when_the_model_takes_vectors(data_dir, tmp_path):
+    workdir = str(tmp_path / "mlp")
+    engine.fit(fast_config(data_dir, workdir, epochs=1))  # the MLP on 8x8x1 digits
+    predictor = engine.load(workdir)
+    images, _ = predictor.examples("test")
+    flat = images.reshape(len(images), -1)  # (N, 64): rows of pixel values
+    assert (predictor.predict(flat) == predictor.predict(images)).all()
+    with pytest.raises(ValueError, match=r"shaped \(N, 8, 8, 1\) or \(N, 64\)"):
+        predictor.predict(flat[:, :10])

@@ -92,3 +92,11 @@ def test_accumulating_k_batches_equals_one_large_batch():
         updates, state = acc.update(jax.grad(loss)(p, xb, yb), state, p)
         p = optax.apply_updates(p, updates)
     np.testing.assert_allclose(p["w"], expected["w"], rtol=1e-6)
+
+
+def test_the_schedule_spans_every_update_of_an_accumulating_run():
+    # 18 batches an epoch, an update every 4 (optax.MultiSteps carries the count over epoch
+    # ends): 2 epochs make 9 updates, so cosine reaches 0 at update 9, not 8.
+    settings = optim.settings(Config(epochs=2, grad_accum_steps=4, lr=0.1))
+    rate = optim.schedule(settings, 18)
+    assert float(rate(8)) > 0 and float(rate(9)) == 0.0

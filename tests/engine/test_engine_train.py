@@ -149,3 +149,31 @@ def test_dataclass_config_is_frozen():
     cfg = fast_config("d", "w")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0  # type: ignore[misc]
+
+
+def test_a_resume_that_changes_the_epochs_says_so_and_records_it(data_dir, tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    fit(fast_config(data_dir, workdir, epochs=2))
+    capsys.readouterr()
+    fit(fast_config(data_dir, workdir, epochs=4))  # the cosine now spans 4 epochs: it rises
+    out = capsys.readouterr().out
+    # fast_config: lr 1e-2, 18 updates an epoch; at update 36 the 2-epoch plan had reached 0.
+    expected = 0.01 * 0.5 * (1 + np.cos(np.pi * 36 / 72))
+    line = next(x for x in out.splitlines() if x.startswith("resume: --epochs changed"))
+    assert line == (
+        "resume: --epochs changed from 2 to 4, so the cosine schedule now spans 4 epochs: the "
+        f"rate at epoch 3 is {expected:.4g} (the first plan's: 0)"
+    )
+    assert "resumed_epochs=2" in read_json(workdir, "config.json")["auto"]
+    fit(fast_config(data_dir, workdir, epochs=5))  # later resumes keep the record
+    assert {"resumed_epochs=2", "resumed_epochs=4"} <= set(
+        read_json(workdir, "config.json")["auto"]
+    )
+
+
+def test_a_crop_on_tiny_images_is_warned_about(data_dir, tmp_path, capsys):
+    fit(fast_config(data_dir, str(tmp_path / "crop"), epochs=1, augment="crop"))
+    out = capsys.readouterr().out
+    assert "warning: --augment=crop pads and crops 8x8 images by a pixel" in out
+    fit(fast_config(data_dir, str(tmp_path / "big"), epochs=1, augment="crop", image_size=32))
+    assert "--augment=crop pads" not in capsys.readouterr().out

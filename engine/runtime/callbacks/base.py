@@ -16,8 +16,10 @@ from typing import Any
 class Callback:
     """Base class: every hook does nothing. `name` keys the callback's saved state.
 
-    The loop sets `fit` (the running `engine.runtime.loop.Fit`) before `on_fit_start`, so every hook
-    can call `self.fit.stop(...)` or `self.fit.say(...)`.
+    The loop sets `fit` (the running `engine.runtime.loop.Fit`) before `on_fit_start`, so every
+    hook can end the run (`self.fit.finish(reason)`: then it is tested), pause it
+    (`self.fit.stop(reason)`: running the same command again resumes it) or print
+    (`self.fit.say(...)`).
     """
 
     fit = None

@@ -51,6 +51,8 @@ class Checkpointer(Callback):
             "config": self.config_json,
             "jax_version": jax.__version__,
         }
+        if self.fit.finished and self.fit.stop_reason is not None:
+            meta["finished"] = self.fit.stop_reason  # ended for good: a rerun stays ended
         state = self.fit.plan.global_state(state)
         if not due:
             self.ckpt.hold_best(epoch, state, report.strict(meta))
