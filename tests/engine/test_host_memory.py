@@ -1,5 +1,6 @@
 """engine/runtime/host_memory.py: run.py restarts itself once with 2 MiB pages for host buffers."""
 
+import json
 import os
 import platform
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from engine_helpers import records_without_timings
 
 from engine.runtime import host_memory
 
@@ -81,29 +83,65 @@ _ALLOCATOR = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 _CONF = host_memory.JEMALLOC_CONF
 
 
+# What the restarted process gives back when the user had set neither variable.
+_NONE_SET = json.dumps({"LD_PRELOAD": None, "MALLOC_CONF": None})
+
+
 def test_the_allocator_is_preloaded_beside_the_huge_pages():
     assert host_memory.environment({}, "Linux", GLIBC, "madvise", _ALLOCATOR) == {
         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
         "LD_PRELOAD": _ALLOCATOR,
         "MALLOC_CONF": _CONF,
+        host_memory.RESTORE: _NONE_SET,
     }
     # Only the allocator is missing (an older start set the tunable): restart for it alone,
-    # beside a library the user preloads and with the user's own jemalloc settings.
+    # after a library the user preloads (a sanitizer's runtime must stay first) and with the
+    # user's own jemalloc settings.
     env = {
         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
-        "LD_PRELOAD": "/opt/libfoo.so",
+        "LD_PRELOAD": "/opt/libasan.so",
         "MALLOC_CONF": "narenas:1",
     }
     assert host_memory.environment(env, "Linux", GLIBC, "madvise", _ALLOCATOR) == {
         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
-        "LD_PRELOAD": f"{_ALLOCATOR} /opt/libfoo.so",
+        "LD_PRELOAD": f"/opt/libasan.so {_ALLOCATOR}",
         "MALLOC_CONF": "narenas:1",
+        host_memory.RESTORE: json.dumps(
+            {"LD_PRELOAD": "/opt/libasan.so", "MALLOC_CONF": "narenas:1"}
+        ),
     }
     # Without huge pages to ask for (THP "always", musl), the allocator still helps.
     assert host_memory.environment({}, "Linux", ("", ""), "always", _ALLOCATOR) == {
         "LD_PRELOAD": _ALLOCATOR,
         "MALLOC_CONF": _CONF,
+        host_memory.RESTORE: _NONE_SET,
     }
+
+
+def test_the_restarted_process_gives_the_environment_back():
+    environ = host_memory.environment(
+        {"LD_PRELOAD": "/opt/libasan.so", "PATH": "/bin"}, "Linux", GLIBC, "madvise", _ALLOCATOR
+    )
+    host_memory.give_back(environ)
+    assert environ == {
+        "LD_PRELOAD": "/opt/libasan.so",
+        "PATH": "/bin",
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("environ", "installed", "cpu"),
+    [
+        ({}, False, True),  # nothing named, no accelerator plugin
+        ({}, True, False),  # a GPU/TPU plugin installed: not measured there
+        ({"JAX_PLATFORMS": "cpu"}, True, True),
+        ({"JAX_PLATFORMS": "cuda,cpu"}, False, False),
+        ({"JAX_PLATFORMS": "tpu"}, False, False),
+    ],
+)
+def test_the_restart_applies_to_cpu_backends_only(environ, installed, cpu):
+    assert host_memory.cpu_backend(environ, installed) is cpu
 
 
 @pytest.mark.parametrize(
@@ -134,9 +172,12 @@ def _probe_run(tmp_path, **env_extra):
     jemalloc is mapped into the process).
     """
     (tmp_path / "probe_plugin.py").write_text(
-        "import os\n"
+        "import os, subprocess, sys\n"
         "maps = open('/proc/self/maps').read()\n"
-        "print('PROBE', os.getpid(), int('libjemalloc' in maps),"
+        "child = subprocess.run([sys.executable, '-c', "
+        "\"print(int('libjemalloc' in open('/proc/self/maps').read()))\"], "
+        "capture_output=True, text=True).stdout.strip()\n"
+        "print('PROBE', os.getpid(), int('libjemalloc' in maps), child,"
         " os.environ.get('LD_PRELOAD', '') or '-',"
         " os.environ.get('GLIBC_TUNABLES', ''), flush=True)\n"
         "raise SystemExit(0)\n"
@@ -157,7 +198,8 @@ def _probe_run(tmp_path, **env_extra):
     out, err = child.communicate(timeout=120)
     line = next((x for x in out.splitlines() if x.startswith("PROBE")), None)
     assert line is not None, err[-2000:]
-    _, pid, mapped, preload, tunables = [*line.split(" ", 4), ""][:5]
+    _, pid, mapped, in_child, preload, tunables = [*line.split(" ", 5), ""][:6]
+    assert in_child == "0"  # the processes it starts run with the system's allocator
     return child.returncode, int(pid), tunables, child.pid, preload, mapped == "1"
 
 
@@ -228,9 +270,34 @@ def test_the_tunable_ends_the_page_faults_of_xlas_temporary_buffers():
 def test_run_py_runs_with_jemalloc_unless_told_not_to(tmp_path):
     code, inner_pid, _, outer_pid, preload, mapped = _probe_run(tmp_path)
     assert code == 0 and inner_pid == outer_pid
-    assert preload == JEMALLOC and mapped  # loaded, not only named
+    assert mapped and preload == "-"  # loaded, and the user's environment given back
     _, _, _, _, preload, mapped = _probe_run(tmp_path, JAXTRAIN_MALLOC="system")
     assert preload == "-" and not mapped
+
+
+@needs_jemalloc
+@pytest.mark.parametrize("arch", ["mlp", "lenet"])
+def test_training_is_the_same_with_and_without_jemalloc(tmp_path, arch):
+    # The allocator changes where buffers live, never what is computed: the same metrics.jsonl
+    # (timings aside) and test results, bit for bit.
+    records = {}
+    for malloc in ("jemalloc", "system"):
+        workdir = str(tmp_path / malloc)
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+        env.update(JAX_PLATFORMS="cpu", JAXTRAIN_MALLOC="" if malloc == "jemalloc" else "system")
+        flags = [f"--arch={arch}", "--epochs=3", f"--workdir={workdir}", "--noprogress"]
+        flags.append(f"--data_dir={tmp_path / 'data'}")
+        done = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "run.py"), *flags],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+            records[malloc] = (records_without_timings(workdir), json.load(f)["test"])
+    assert records["jemalloc"] == records["system"]
 
 
 @needs_jemalloc
