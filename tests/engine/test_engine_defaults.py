@@ -151,7 +151,7 @@ def test_start_up_lines_name_the_recipe_and_the_epochs(data_dir):
     assert iris[0].startswith("epochs: 150 (auto: at least 30 epochs and 300 updates at 2 ")
     assert "--epochs to choose" in iris[0]
     given = defaults.notes(_resolved(data_dir, dataset="iris", epochs=7), 2.0)
-    assert given[0] == "epochs: 7 (--epochs) at 2 updates an epoch: 14 updates"
+    assert given[0] == "epochs: 7 (set) at 2 updates an epoch: 14 updates"
 
 
 def test_resolution_is_saved_and_idempotent(data_dir):
