@@ -4,7 +4,8 @@ Each rule reads the numbers the run logged (`metrics.jsonl` records: `train` fro
 pass, `train_eval` from an evaluation-mode pass over a fixed training subset, `val`, the
 optimizer's `train.optim`, the `probe`) and plain context values, and returns a `Finding` or
 None. The causes and remedies are the ones the seed notes give (`shared/seeds/`), quoted by
-file. Thresholds are set so that the healthy default jobs stay silent (see tests/doctor).
+file. Thresholds were set so that the healthy default jobs stay silent; what set each one, and
+how the doctor did on runs that set none, is in docs/doctor.md.
 """
 
 from __future__ import annotations
