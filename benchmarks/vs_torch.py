@@ -1,14 +1,17 @@
-"""Engine training throughput against PyTorch (CPU, eager) on the same networks, in one process.
+"""Engine training throughput against PyTorch at its strongest on the CPU, in one process.
 
-Each case trains one network twice on identical data, shapes, batch size and optimizer (Adam,
-lr 1e-3, softmax cross-entropy): with the engine's real training loop
+Each case trains one network on identical data, shapes, batch size and optimizer (Adam, lr
+1e-3, softmax cross-entropy): with the engine's real training loop
 (`benchmarks.engine_loop.engine_epoch_fn`: loader, batch placement, the jitted pure step with
 on-device metric sums) and with a PyTorch model written here layer for layer like the engine's
-(`torch.optim.Adam`, `nn.CrossEntropyLoss`, `model.train()`, eager mode, PyTorch's default
-thread count). Both parameter counts are printed and must be equal. A trial is `--steps`
-batches (the same examples for both); after one warm-up trial each (the engine's compile,
-PyTorch's first allocations), trials alternate engine, torch, engine, torch, ... so machine
-noise hits both alike, and the medians are compared (img/s and the engine/torch ratio).
+(`nn.CrossEntropyLoss`, `model.train()`, PyTorch's default thread count), in each of its
+configurations (`--torch`): `eager` (`torch.optim.Adam`, its default multi-tensor form),
+`fused` (`Adam(fused=True)`), `channels_last` (NHWC convolutions, fused Adam; convnets only)
+and `compile` (`torch.compile` of the model, fused Adam). Parameter counts are printed and must
+be equal. A trial is `--steps` batches (the same examples for all); after one warm-up trial
+each (the engine's compile, PyTorch's compile and first allocations), trials alternate engine,
+then each PyTorch configuration, so machine noise hits all alike; the medians are compared,
+and the engine's ratio is given against the fastest PyTorch configuration of each case.
 
 Cases:
   resnet_digits  ResNet-18 (CIFAR stem) on 8x8x1 scikit-learn digits, batch 64
@@ -22,7 +25,7 @@ Usage:
   pip install -e '.[bench]'   # or: pip install torch --index-url https://download.pytorch.org/whl/cpu
   python benchmarks/vs_torch.py                        # all cases, 5 trials each
   python benchmarks/vs_torch.py --case=lenet,mlp --trials=7
-  python benchmarks/vs_torch.py --case=resnet_cifar --steps=2 --channels_last
+  python benchmarks/vs_torch.py --case=resnet_cifar --steps=2 --torch=eager,compile
   python benchmarks/vs_torch.py --torch_threads=1        # PyTorch on one thread (default: its own)
 
 PyTorch's OpenMP threads slow down far more than XLA's when another process takes a core (on
@@ -31,9 +34,10 @@ run it on an otherwise idle machine and quote the load averages it prints.
 
 Like `run.py`, the script restarts itself once with jemalloc preloaded (where installed) and
 2 MiB pages for large host buffers where the system allows (`engine/runtime/host_memory.py`;
-it prints the `LD_PRELOAD` and `GLIBC_TUNABLES` in use): both sides share the process and the
-settings, as PyTorch's CPU tuning guide recommends for it. `JAXTRAIN_MALLOC=system` measures
-with glibc's malloc, `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` with 4 KiB pages.
+it prints the allocator loaded and the `GLIBC_TUNABLES` in use): both sides share the process
+and the settings, as PyTorch's CPU tuning guide recommends for it. The headline figures are the
+README install's, without jemalloc (`JAXTRAIN_MALLOC=system` measures so where it is
+installed); `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` measures with 4 KiB pages.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import jax
 import numpy as np
 
 import architectures
+from benchmarks import provenance
 from benchmarks.engine_loop import engine_epoch_fn
 from engine import data
 from engine.config import Config
@@ -214,22 +219,35 @@ def _torch_model(case: Case, x: np.ndarray) -> nn.Module:
     return _torch_mlp(x.shape[-1], 10, tuple(Config().hidden_sizes))
 
 
-def _torch_epoch_fn(case: Case, x, y, shift, scale, channels_last: bool):
+# PyTorch's configurations: (channels_last, fused Adam, torch.compile).
+TORCH_SETUPS = {
+    "eager": (False, False, False),
+    "fused": (False, True, False),
+    "channels_last": (True, True, False),
+    "compile": (False, True, True),
+}
+
+
+def _torch_epoch_fn(case: Case, x, y, shift, scale, setup: str):
     """PyTorch side: `(epoch() -> (examples, mean loss, accuracy), parameter count)`."""
+    channels_last, fused, compiled = TORCH_SETUPS[setup]
     torch.manual_seed(0)
     model = _torch_model(case, x)
     image = x.ndim == 4
     memory_format = torch.channels_last if channels_last and image else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    params = sum(p.numel() for p in model.parameters())
     # NCHW is PyTorch's layout; the transposition is data preparation, done once, not timed.
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if image else x))
     yt = torch.from_numpy(y.astype(np.int64))  # CrossEntropyLoss takes int64 class indices
     view = (1, -1, 1, 1) if image else (1, -1)
     shift_t = torch.from_numpy(shift.astype(np.float32)).reshape(view)
     scale_t = torch.from_numpy(scale.astype(np.float32)).reshape(view)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
+    if compiled:
+        model = torch.compile(model)
     steps = len(x) // case.batch
     box = {"epoch": 0}
 
@@ -255,7 +273,7 @@ def _torch_epoch_fn(case: Case, x, y, shift, scale, channels_last: bool):
         # One read-back per trial, as the engine reads its sums once per epoch.
         return steps * case.batch, float(loss_sum) / steps, int(correct) / (steps * case.batch)
 
-    return epoch, sum(p.numel() for p in model.parameters())
+    return epoch, params
 
 
 def _engine_epoch_fn(case: Case, x, y, mode: str):
@@ -271,34 +289,37 @@ def _engine_epoch_fn(case: Case, x, y, mode: str):
 
 
 def measure(
-    name: str, trials: int, steps: int | None, mode: str, channels_last: bool
+    name: str, trials: int, steps: int | None, mode: str, setups: list[str]
 ) -> dict[str, object]:
-    """Warms both sides up, then alternates `trials` timed trials of each; returns the medians."""
+    """Warms every side up, then alternates `trials` timed trials of each; returns the medians."""
     case = CASES[name]
     steps = steps or case.steps
     x, y = _data(case.data, steps * case.batch)
-    # Both normalise with the engine's statistics of this data (per channel, or per feature).
+    if x.ndim != 4:  # NHWC means nothing to an MLP: its channels_last is its fused run
+        setups = [s for s in setups if s != "channels_last"]
+    # All normalise with the engine's statistics of this data (per channel, or per feature).
     shift, scale = data.normalization(data.ArraySource(x, y), "standard")
     engine_epoch, engine_params = _engine_epoch_fn(case, x, y, mode)
-    torch_epoch, torch_params = _torch_epoch_fn(case, x, y, shift, scale, channels_last)
+    runners = {"engine": engine_epoch}
+    for setup in setups:
+        epoch, params = _torch_epoch_fn(case, x, y, shift, scale, setup)
+        if params != engine_params:
+            raise SystemExit(
+                f"{name}: the PyTorch model has {params:,} parameters, the engine's "
+                f"{engine_params:,}: the models differ, the comparison would be meaningless"
+            )
+        runners[f"torch {setup}"] = epoch
     print(
         f"{name}: {case.label} on {'x'.join(map(str, x.shape[1:]))} {x.dtype}, batch "
-        f"{case.batch}, {steps} steps a trial; parameters engine {engine_params:,}, "
-        f"torch {torch_params:,}",
+        f"{case.batch}, {steps} steps a trial; {engine_params:,} parameters in each",
         flush=True,
     )
-    if engine_params != torch_params:
-        raise SystemExit(
-            f"{name}: the PyTorch model has {torch_params:,} parameters, the engine's "
-            f"{engine_params:,}: the models differ, the comparison would be meaningless"
-        )
-    runners = (("engine", engine_epoch), ("torch", torch_epoch))
-    for _, fn in runners:  # compile (engine) and first allocations (torch), not timed
+    for fn in runners.values():  # compiles (engine, torch.compile), first allocations: untimed
         fn()
-    rates: dict[str, list[float]] = {"engine": [], "torch": []}
+    rates: dict[str, list[float]] = {side: [] for side in runners}
     last: dict[str, tuple[float, float]] = {}  # the last trial's (loss, accuracy) per side
     for _ in range(trials):
-        for side, fn in runners:
+        for side, fn in runners.items():
             start = time.perf_counter()
             count, loss, accuracy = fn()
             rates[side].append(count / (time.perf_counter() - start))
@@ -306,15 +327,17 @@ def measure(
     for side, (loss, _) in last.items():
         if not np.isfinite(loss):
             raise SystemExit(f"{name}: the {side} loss is not finite ({loss}); no result")
-    engine, torch_rate = statistics.median(rates["engine"]), statistics.median(rates["torch"])
-    print(
-        f"  engine {engine:10,.1f} img/s ({', '.join(f'{r:,.0f}' for r in rates['engine'])})\n"
-        f"  torch  {torch_rate:10,.1f} img/s ({', '.join(f'{r:,.0f}' for r in rates['torch'])})\n"
-        f"  engine/torch {engine / torch_rate:.3f}; last trial's loss / accuracy: engine "
-        f"{last['engine'][0]:.4f} / {last['engine'][1]:.3f}, "
-        f"torch {last['torch'][0]:.4f} / {last['torch'][1]:.3f}",
-        flush=True,
-    )
+    medians = {side: statistics.median(r) for side, r in rates.items()}
+    fastest = max((s for s in medians if s != "engine"), key=medians.get)
+    for side, rate in medians.items():
+        loss, accuracy = last[side]
+        print(
+            f"  {side:20} {rate:10,.1f} img/s ({', '.join(f'{r:,.0f}' for r in rates[side])}); "
+            f"last trial's loss / accuracy {loss:.4f} / {accuracy:.3f}",
+            flush=True,
+        )
+    ratio = medians["engine"] / medians[fastest]
+    print(f"  engine / fastest PyTorch ({fastest}): {ratio:.3f}", flush=True)
     return {
         "case": name,
         "network": case.label,
@@ -322,9 +345,9 @@ def measure(
         "batch": case.batch,
         "steps": steps,
         "params": engine_params,
-        "engine": engine,
-        "torch": torch_rate,
-        "ratio": engine / torch_rate,
+        "rates": medians,
+        "fastest": fastest,
+        "ratio": ratio,
     }
 
 
@@ -334,6 +357,17 @@ def _cases(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown case(s) {', '.join(unknown) or text!r}; valid: {', '.join(CASES)}, all"
+        )
+    return names
+
+
+def _setups(text: str) -> list[str]:
+    names = list(TORCH_SETUPS) if text == "all" else [n.strip() for n in text.split(",") if n]
+    unknown = [n for n in names if n not in TORCH_SETUPS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown configuration(s) {', '.join(unknown) or text!r}; valid: "
+            f"{', '.join(TORCH_SETUPS)}, all"
         )
     return names
 
@@ -352,13 +386,20 @@ def main() -> None:
     parser.add_argument("--trials", type=_positive, default=5)
     parser.add_argument("--steps", type=_positive, default=None, help="batches per trial")
     parser.add_argument("--parallel", choices=["jit", "none", "pmap"], default="jit")
-    parser.add_argument("--channels_last", action="store_true", help="PyTorch convnets NHWC")
+    parser.add_argument(
+        "--torch",
+        type=_setups,
+        default="all",
+        help=f"PyTorch configurations, name[,name] of {', '.join(TORCH_SETUPS)}, or all",
+    )
     parser.add_argument(
         "--torch_threads", type=_positive, default=None, help="default: PyTorch's own choice"
     )
     args = parser.parse_args()
     if isinstance(args.case, str):  # argparse does not convert the default
         args.case = _cases(args.case)
+    if isinstance(args.torch, str):
+        args.torch = _setups(args.torch)
     if torch is None:
         print(INSTALL_HINT, file=sys.stderr)
         sys.exit(2)
@@ -369,28 +410,31 @@ def main() -> None:
     print(
         f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, "
         f"engine --parallel={args.parallel}; torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads{', channels_last' if args.channels_last else ''}; "
-        f"{os.cpu_count()} CPUs, load average {load_start:.2f}; LD_PRELOAD="
-        f"{os.environ.get('LD_PRELOAD', '')!r}, GLIBC_TUNABLES="
-        f"{os.environ.get('GLIBC_TUNABLES', '')!r}",
+        f"{torch.get_num_threads()} threads ({', '.join(args.torch)}); {os.cpu_count()} CPUs, "
+        f"load average {load_start:.2f}; allocator {host_memory.loaded_allocator()}, "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}",
         flush=True,
     )
     results = [
-        measure(name, args.trials, args.steps, args.parallel, args.channels_last)
-        for name in args.case
+        measure(name, args.trials, args.steps, args.parallel, args.torch) for name in args.case
     ]
     load_end = os.getloadavg()[0]
     print(
         f"\nmedians of {args.trials} alternating trials; load average {load_start:.2f} at "
         f"start, {load_end:.2f} at end\n"
     )
-    columns = "case | network | input | batch | parameters | engine img/s | torch img/s"
-    print(f"| {columns} | engine / torch |")
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ["engine", *(f"torch {s}" for s in args.torch)]
+    loads = f"{load_start:.2f}-{load_end:.2f}"
+    where = " | ".join(provenance.columns(provenance.command("vs_torch.py"), loads))
+    print(f"| case | network | input | batch | command | date | machine | allocator | "
+          f"{' | '.join(f'{c} img/s' for c in columns)} | fastest PyTorch | "
+          "engine / fastest |")  # fmt: skip
+    print("|---" * (len(columns) + 10) + "|")
     for r in results:
+        rates = " | ".join(f"{r['rates'][c]:,.1f}" if c in r["rates"] else "-" for c in columns)
         print(
-            f"| {r['case']} | {r['network']} | {r['input']} | {r['batch']} | {r['params']:,} | "
-            f"{r['engine']:,.1f} | {r['torch']:,.1f} | {r['ratio']:.3f} |"
+            f"| {r['case']} | {r['network']} | {r['input']} | {r['batch']} | {where} | {rates} "
+            f"| {r['fastest'].removeprefix('torch ')} | {r['ratio']:.3f} |"
         )
 
 
