@@ -6,12 +6,17 @@ itself, so they are written once; each case re-runs the command its row names. F
 tables are read, each the one table of its section, by column name:
 
 - "### The zoo on digits": `--arch`, command (`python run.py ...`), digits test accuracy;
-- "## baselines.py" and "## defaults.py": dataset (metric), seeds ("0-2", "0-4": each table is
-  checked over its own seeds; rows whose seeds do not start at 0 are not claims), engine default
-  job, all baselines ("Model 0.1234; Model 0.5678; ...");
+- "## baselines.py" and "## defaults.py": dataset (metric), seeds ("0-2", "5-9": each range
+  is checked over its own seeds), engine default job, all baselines ("Model 0.1234; ...");
 - "## throughput.py": case (ResNet-18 or LeNet), ratio (engine / bare);
 - "## scaling.py": case (MLP or LeNet), simulated devices (the 1-device rows), jit / none,
-  pmap / none.
+  pmap / none;
+- "### Against PyTorch's fastest configuration" (vs_torch.py): case, engine / fastest (skipped,
+  with the reason, where PyTorch is not installed).
+
+The wall-clock targets are re-run too: the default job under 10 s and the ResNet command under
+120 s ("### Whole runs"), the default job's second start within 3 s of `import jax`
+("## startup.py"). benchmarks/README.md lists the figures this module does not re-check, and why.
 
 Rows of one case are newest first there, so the first row of each case is its claim; the rows
 after it are earlier measurements, kept for the record and not checked.
@@ -32,6 +37,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -93,11 +99,11 @@ def _table(section: str) -> list[dict[str, str]]:
     return rows
 
 
-def _current(rows: list[dict[str, str]], column: str) -> list[dict[str, str]]:
-    """The first row of each value of `column` (the newest measurement of each case), in order."""
-    first: dict[str, dict[str, str]] = {}
+def _current(rows: list[dict[str, str]], *columns: str) -> list[dict[str, str]]:
+    """The first row of each value of `columns` (the newest measurement of each case)."""
+    first: dict[tuple, dict[str, str]] = {}
     for row in rows:
-        first.setdefault(row[column], row)
+        first.setdefault(tuple(row[c] for c in columns), row)
     return list(first.values())
 
 
@@ -115,18 +121,19 @@ def zoo_claims() -> list[tuple[str, float]]:
     return claims
 
 
-def baseline_claims() -> dict[int, dict[str, dict[str, float]]]:
-    """{seeds: {dataset: {"engine": mean, model: mean, ...}}} from the two baseline tables.
+def baseline_claims() -> dict[tuple[int, int], dict[str, dict[str, float]]]:
+    """{(first seed, seeds): {dataset: {"engine": mean, model: mean, ...}}} of both tables.
 
-    Each table's seed count is its rows' "seeds" column (the baselines table 0-2, the
-    default-runs table 0-4), so each is checked over its own seeds.
+    Each row's "seeds" column (e.g. 0-2, 5-9) says which seeds its means are over; the newest
+    row of each dataset and seed range is the claim.
     """
     text = _figures()
-    claims: dict[int, dict[str, dict[str, float]]] = {}
+    claims: dict[tuple[int, int], dict[str, dict[str, float]]] = {}
     for heading in ("## baselines.py", "## defaults.py"):
-        rows = [row for row in _table(_section(text, heading)) if row["seeds"].startswith("0-")]
-        for row in _current(rows, "dataset (metric)"):
-            seeds = int(re.fullmatch(r"0-(\d+)", row["seeds"]).group(1)) + 1
+        rows = _table(_section(text, heading))
+        for row in _current(rows, "dataset (metric)", "seeds"):
+            first, last = map(int, re.fullmatch(r"(\d+)-(\d+)", row["seeds"]).groups())
+            seeds = (first, last - first + 1)
             name = row["dataset (metric)"].split(" ")[0]
             models = dict(
                 re.fullmatch(r"(.+) (-?\d+\.\d+)", part.strip()).groups()
@@ -159,7 +166,9 @@ def test_the_readme_has_the_figures_this_module_checks():
     # Parsing must not silently find nothing: every table and figure is in benchmarks/README.md.
     assert len(zoo_claims()) >= 7
     tables = baseline_claims()
-    assert set(tables) == {3, 5}  # the baselines (seeds 0-2) and the default runs (0-4)
+    # The baselines (seeds 0-2), the default runs on the seeds the table recipe was chosen on
+    # (0-4) and on the held-out seeds (5-9, the headline).
+    assert {(0, 3), (0, 5), (5, 5)} <= set(tables)
     for claims in tables.values():
         assert set(claims) == {"digits", "iris", "wine", "breast_cancer", "diabetes"}
     assert len(ratio_claims()) == 6
@@ -188,13 +197,14 @@ def test_zoo_accuracy(flags, claimed, data_dir, tmp_path):
     assert claimed <= measured + ACCURACY_SLACK, (flags, claimed, measured)
 
 
-@pytest.mark.parametrize("seeds", [3, 5])
+@pytest.mark.parametrize("seeds", sorted(baseline_claims()), ids=lambda s: f"seeds{s[0]}+{s[1]}")
 def test_baselines_table(data_dir, seeds):
     sys.path.insert(0, ROOT)
     from benchmarks import baselines
 
     claims = baseline_claims()[seeds]
-    measured = baselines.measure(data_dir, tuple(claims), seeds)
+    first, count = seeds
+    measured = baselines.measure(data_dir, tuple(claims), count, first)
     for name, claim in claims.items():
         got = {k: sum(v) / len(v) for k, v in measured[name].items() if k != "metric"}
         assert claim["engine"] <= got["engine"] + ACCURACY_SLACK, (name, claim, got)
@@ -226,3 +236,62 @@ def test_one_device_scaling_ratios():
             measured = modes[mode]["rate"] / modes["none"]["rate"]
             claimed = claims[f"scaling-{case}-{mode}"]
             assert claimed <= measured + RATIO_SLACK, (case, mode, claimed, measured)
+
+
+def torch_claims() -> dict[str, float]:
+    """{case: engine / fastest PyTorch} from vs_torch.py's table of the README's install."""
+    section = _section(_figures(), "### Against PyTorch's fastest configuration")
+    return {
+        row["case"]: _number(row["engine / fastest"]) for row in _current(_table(section), "case")
+    }
+
+
+@pytest.mark.parametrize("case", sorted(torch_claims()))
+def test_vs_torch_ratio(case):
+    # Each configuration of PyTorch the table measured (eager, fused, channels_last, compile),
+    # against the engine; skipped where PyTorch (an optional benchmark extra) is absent.
+    pytest.importorskip("torch", reason="PyTorch is the optional bench extra: pip install torch")
+    sys.path.insert(0, ROOT)
+    from benchmarks import vs_torch
+
+    measured = vs_torch.measure(case, 5, None, "jit", list(vs_torch.TORCH_SETUPS))["ratio"]
+    assert torch_claims()[case] <= measured + RATIO_SLACK, (case, measured)
+
+
+def _timed_run(*flags: str, workdir: str, data_dir: str) -> tuple[float, dict]:
+    """Wall seconds of `python run.py FLAGS` (its test results too)."""
+    args = [sys.executable, "run.py", *flags, f"--workdir={workdir}", f"--data_dir={data_dir}"]
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+        return seconds, json.load(f)["test"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "target"),
+    # "### Whole runs": the default job under 10 s, the README's ResNet command under 120 s, both
+    # with the compilation cache warm (a first run fills it, the second is timed).
+    [((), 10.0), (("--arch=resnet", "--loss=huber"), 120.0)],
+    ids=["default job", "resnet huber"],
+)
+def test_whole_run_wall_time_targets(flags, target, data_dir, tmp_path):
+    _timed_run(*flags, "--epochs=1", workdir=str(tmp_path / "warm"), data_dir=data_dir)
+    seconds, _ = _timed_run(
+        *flags, "--noprogress", workdir=str(tmp_path / "run"), data_dir=data_dir
+    )
+    assert seconds < target, (flags, seconds, os.getloadavg())
+
+
+def test_second_start_target(data_dir, tmp_path):
+    # "## startup.py": the default job's first step within 3 s of `import jax` on a second start
+    # (the compilation cache filled by a first one). ResNet-18's is not met on this machine
+    # (3.82 s on 2026-12-07), as the table says; its row is not a claim of the target.
+    sys.path.insert(0, ROOT)
+    from benchmarks import startup
+
+    cache = str(tmp_path / "cache")
+    startup._trial("mlp", cache, data_dir, str(tmp_path / "first"))
+    first_step, jax_import = startup._trial("mlp", cache, data_dir, str(tmp_path / "second"))
+    assert first_step - jax_import <= 3.0, (first_step, jax_import, os.getloadavg())
