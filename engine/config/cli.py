@@ -130,7 +130,7 @@ def markdown() -> str:
     lines = [
         "# Flags",
         "",
-        "Generated from the settings' declarations (`engine/config/fields.py` and each "
+        "Generated from the settings' declarations (`engine/config/fields/` and each "
         "program's own) by `python run.py --helpmd`; do not edit by hand.",
         "",
     ]
