@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 import losses
-from engine.config import Config, ConfigError, setting
+from engine.config import POSITIVE, Config, ConfigError, setting
 from engine.programs import registry, steps, supervised
 from engine.runtime.program import Program
 
@@ -175,7 +175,7 @@ SETTINGS = {
     "distill_temperature": setting(
         DEFAULT_TEMPERATURE,
         "T, the temperature of both nets' softmax in distillation",
-        check=(lambda v: v > 0, "must be > 0"),
+        check=POSITIVE,
     ),
     "distill_alpha": setting(
         DEFAULT_ALPHA,

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import losses
-from engine.config import Config, ConfigError, setting
+from engine.config import Config, ConfigError, at_least, setting
 from engine.data import DatasetInfo
 from engine.data.loader import ClassBatches
 from engine.data.source import CLASSIFICATION
@@ -398,7 +398,7 @@ SETTINGS = {
     "embedding_dim": setting(
         64,
         "size of the L2-normalised embedding the head outputs",
-        check=(lambda v: v >= 1, "must be >= 1"),
+        check=at_least(1),
         model=True,
     ),
     "mining": setting(
@@ -410,7 +410,7 @@ SETTINGS = {
     "margin": setting(
         0.2,
         "the margin of max(d(a,p) - d(a,n) + margin, 0)",
-        check=(lambda v: v >= 0, "must be >= 0"),
+        check=at_least(0),
     ),
     "classes_per_batch": setting(0, "P classes per batch (0: as many as fill --batch_size)"),
     "examples_per_class": setting(

@@ -5,7 +5,7 @@ Its registry entry: the pure program (`program`), what its numbers mean and its 
 """
 
 from architectures import dcgan
-from engine.config import setting
+from engine.config import at_least, setting
 from engine.programs import registry
 from engine.programs.gan import doctor
 from engine.programs.gan.evaluation import summarize
@@ -15,7 +15,7 @@ SETTINGS = {
     "latent_dim": setting(
         dcgan.LATENT_DIM,
         "size of the generator's noise vector",
-        check=(lambda v: v >= 1, "must be >= 1"),
+        check=at_least(1),
         model=True,
     ),
     "judge": setting(
