@@ -250,8 +250,11 @@ def trained_run(data_dir: str) -> Callable[[str], Trained]:
     return load
 
 
-def check_workdir(config: Config, workdir: str) -> None:
-    """Refuses a workdir whose saved settings the saved state cannot be resumed with."""
+def check_workdir(config: Config, workdir: str) -> dict | None:
+    """Refuses a workdir whose saved settings the saved state cannot be resumed with.
+
+    Returns the saved settings (`config.json`), or None for a new workdir.
+    """
     if paths.exists(workdir) and not paths.is_dir(workdir):
         raise ConfigError(f"--workdir={workdir} is a file, not a folder; choose another path")
     if config.init_from and config.mode == "train":
@@ -262,10 +265,12 @@ def check_workdir(config: Config, workdir: str) -> None:
             raise ConfigError(
                 f"--mode={config.mode} needs a trained workdir; {workdir} has no {CONFIG_FILE}"
             )
-        return
-    conflicts = config.resume_conflicts(load_json(path))
+        return None
+    saved = load_json(path)
+    conflicts = config.resume_conflicts(saved)
     if conflicts:
         raise ConfigError(
             f"workdir {workdir} was trained with {', '.join(conflicts)}; use the same flags to "
             "resume, or another --workdir for a new run"
         )
+    return saved

@@ -15,7 +15,7 @@ import jax
 
 import architectures
 from engine import paths, programs
-from engine.config import CONFIG_FILE, Config, ConfigError, load_json, parse_window
+from engine.config import CONFIG_FILE, Config, ConfigError, parse_window
 from engine.data.source import CLASSIFICATION
 from engine.programs import optim
 from engine.runtime import callbacks as cb
@@ -134,7 +134,7 @@ def train(
     """
     setup = prepare(config, model=model, loss=loss, loss_kind=loss_kind, program=program)
     config, plan, run, workdir = setup.config, setup.plan, setup.run, setup.workdir
-    check_workdir(config, workdir)
+    saved_config = check_workdir(config, workdir)
     say = loop.Fit(setup.program, plan, workdir, config.epochs, 0, 1).say
     say(*run.notes, *setup.program.notes)
     if config.summary:
@@ -159,13 +159,13 @@ def train(
         if note:
             say(note)
     try:
-        return _train(setup, held, callbacks, host_state, abstract, sample)
+        return _train(setup, held, callbacks, host_state, abstract, sample, saved_config or {})
     finally:
         held.release()
 
 
-def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
-    """The train mode of `train`, with the workdir locked."""
+def _train(setup: Setup, held, callbacks, host_state, abstract, sample, saved_config) -> dict:
+    """The train mode of `train`, with the workdir locked (`saved_config`: its config.json)."""
     config, plan, run, program_ = setup.config, setup.plan, setup.run, setup.program
     workdir = setup.workdir
     say = loop.Fit(program_, plan, workdir, config.epochs, 0, 1).say
@@ -188,7 +188,6 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample) -> dict:
                     callback.load_state_dict(saved[callback.name])
             within = f", step {start_step} of {steps}" if start_step else ""
             say(f"resumed from {workdir} at epoch {start_epoch}{within}")
-            saved_config = load_json(paths.join(workdir, CONFIG_FILE))
             config = _horizon(config, saved_config, steps, start_epoch, say)
         if restored is None and (config.init_from or config.freeze):
             host_state = _fine_tune_start(host_state, config, say)
