@@ -62,11 +62,7 @@ class Predictor(Trained):
         """
         inputs = np.asarray(inputs)
         shape = tuple(self.info.input_shape)
-        if inputs.shape == shape:
-            inputs = inputs[None]
-        flat = self.setup.run.takes_vectors and inputs.ndim == 2 and len(shape) > 1
-        if flat and inputs.shape[1] == int(np.prod(shape)):  # rows of the flattened values
-            inputs = inputs.reshape(len(inputs), *shape)
+        inputs = as_examples(inputs, shape, flat=self.setup.run.takes_vectors)
         if inputs.shape[1:] != shape:
             rows = f" or (N, {int(np.prod(shape))})" if self.setup.run.takes_vectors else ""
             raise ValueError(
@@ -133,6 +129,19 @@ def load(workdir: str, which: str = "best", **kwargs: Any) -> Predictor:
     return Predictor(trained.setup, trained.state, trained.epoch, trained.which)
 
 
+def as_examples(array: np.ndarray, shape: tuple[int, ...], *, flat: bool) -> np.ndarray:
+    """`array` as a batch of examples of `shape`, where it can be read as one.
+
+    A lone example gains the batch axis; with `flat` (the model flattens its inputs), rows of an
+    example's values are reshaped. Any other array is returned as it is, for the caller to refuse.
+    """
+    if array.shape == shape:
+        return array[None]
+    if flat and array.ndim == 2 and array.shape[1] == int(np.prod(shape)):
+        return array.reshape(len(array), *shape)
+    return array
+
+
 def read_inputs(
     spec: str, info: DatasetInfo, *, flat: bool = False
 ) -> tuple[list[str], np.ndarray]:
@@ -157,10 +166,7 @@ def read_inputs(
             array = np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False)
         except ValueError as e:
             raise ConfigError(f"--inputs={spec}: not a NumPy .npy array ({e})") from None
-        if array.shape == shape:
-            array = array[None]
-        if flat and array.ndim == 2 and array.shape[1] == int(np.prod(shape)):
-            array = array.reshape(len(array), *shape)  # rows of a flat model's values
+        array = as_examples(array, shape, flat=flat)
         if array.shape[1:] != shape:
             raise ConfigError(
                 f"--inputs={spec} has shape {array.shape}; {info.name} examples are {shape}"
