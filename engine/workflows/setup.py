@@ -21,7 +21,7 @@ import losses
 from engine import paths, programs
 from engine.config import CONFIG_FILE, Config, ConfigError, checks, for_workdir, load_json, recipes
 from engine.programs import ProgramSpec, Run
-from engine.runtime import checkpoint, compile_cache, parallel
+from engine.runtime import checkpoint, compile_cache, launch, parallel
 from engine.runtime.callbacks import registry as callback_registry
 from engine.runtime.program import Program
 from engine.workflows import build, finetune
@@ -137,7 +137,7 @@ def prepare(
     spec, config = configure(config, model=model, loss=loss, program=program)
     if losses.name_of(loss) is not None:
         loss, loss_kind = None, None  # registered: its name says everything
-    parallel.start_processes(config.coordinator_address, config.num_processes, config.process_id)
+    launch.start_processes(config.coordinator_address, config.num_processes, config.process_id)
     plan = parallel.make_plan(config.parallel)
     if plan.num_processes > 1 and plan.mode == "none":
         raise ConfigError(
