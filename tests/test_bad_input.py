@@ -97,6 +97,8 @@ CASES = [
     (["--on_nan=ignore"], "--on_nan='ignore' is not valid"),
     (["--schedule=linear"], "--schedule='linear' is not valid"),
     (["--parallel=tpu"], "--parallel='tpu' is not valid"),
+    (["--sharding=zero3"], "--sharding='zero3' is not valid"),
+    (["--sharding=fsdp", "--parallel=pmap"], "--sharding=fsdp lays the state out over a jit mesh"),
     (["--monitor=accuracy"], "--monitor=accuracy must name a metric"),
     (["--monitor=val_f1"], "--monitor=val_f1 is not a metric of this run"),
     (["--hidden_sizes=a,b"], "--hidden_sizes takes comma-separated integers"),

@@ -96,6 +96,11 @@ def validate(config: Config, *, skip: Iterable[str] = ()) -> None:
     if config.init_params and not config.init_from:
         raise ConfigError("--init_params selects what --init_from loads; give --init_from too")
     _check_selection(config)
+    if config.sharding == "fsdp" and config.parallel == "pmap":
+        raise ConfigError(
+            "--sharding=fsdp lays the state out over a jit mesh; use --parallel=jit "
+            "(or --sharding=replicated with pmap)"
+        )
     if config.num_processes > 1 and not config.coordinator_address:
         raise ConfigError("--num_processes > 1 needs --coordinator_address=HOST:PORT")
     if config.mode == "predict" and not config.inputs:

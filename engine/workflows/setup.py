@@ -138,7 +138,7 @@ def prepare(
     if losses.name_of(loss) is not None:
         loss, loss_kind = None, None  # registered: its name says everything
     launch.start_processes(config.coordinator_address, config.num_processes, config.process_id)
-    plan = parallel.make_plan(config.parallel)
+    plan = parallel.make_plan(config.parallel, config.sharding)
     if plan.num_processes > 1 and plan.mode == "none":
         raise ConfigError(
             "--parallel=none runs on one device; use jit or pmap with several processes"

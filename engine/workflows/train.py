@@ -145,6 +145,8 @@ def train(
     sample = run.sample_batch()
     host_state = setup.program.init(jax.random.PRNGKey(config.seed), sample)
     abstract = plan.abstract_state(host_state)
+    if plan.fsdp:
+        say(plan.describe_sharding(host_state))
     if config.mode != "train":
         ckpt = checkpoint.Checkpoints(workdir, max_to_keep=config.max_to_keep)
         try:

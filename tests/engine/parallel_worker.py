@@ -1,9 +1,11 @@
 """Subprocess worker: trains one config per parallel mode and saves the final parameters.
 
 Run with several simulated CPU devices; it saves params and batch statistics for comparison.
-A mode is `none`, `jit` or `pmap`, optionally with a deliberate bug after a `+` that the
-comparison must catch: `+unsynced` builds the model without the BatchNorm axis name (each device
-normalises with its own rows' statistics), `+unmasked` hides the padding mask from BatchNorm.
+A mode is `none`, `jit`, `pmap` or `fsdp` (jit with `--sharding=fsdp`), optionally with a
+deliberate bug after a `+` that the comparison must catch: `+unsynced` builds the model without
+the BatchNorm axis name (each device normalises with its own rows' statistics), `+unmasked`
+hides the padding mask from BatchNorm, `+oneshard` places every device's shard of a split leaf
+from the first block of the host array (a placement that forgets where each shard belongs).
 """
 
 import contextlib
@@ -11,6 +13,7 @@ import dataclasses
 import os
 import sys
 
+import jax
 import numpy as np
 
 
@@ -29,9 +32,22 @@ class _IgnoresMask:
 def _mutation(name: str):
     """Patches the engine with the bug `name` ("" for none) while the block runs."""
     from engine.programs import steps
+    from engine.runtime import parallel
     from engine.workflows import model_setup
 
-    if name == "unsynced":
+    if name == "oneshard":
+        target, attr = parallel, "_put_global"
+        original = parallel._put_global
+
+        def patched(a, sharding):
+            first = sharding.addressable_devices_indices_map(a.shape)
+            block = next(iter(first.values()))  # the first device's slice, given to every device
+            return (
+                original(a, sharding)
+                if sharding.is_fully_replicated
+                else (jax.make_array_from_callback(a.shape, sharding, lambda idx: a[block]))
+            )
+    elif name == "unsynced":
         target, attr = model_setup, "model_options"
         original = model_setup.model_options
         patched = lambda config, spec, axis_name: original(config, spec, None)  # noqa: E731
@@ -51,7 +67,6 @@ def _mutation(name: str):
 
 
 def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
-    import jax
     from engine_helpers import read_state
 
     from engine.config import Config
@@ -95,9 +110,11 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
     base = Config(**{**settings, **options[arch]})
     for mode in modes:
         parallel, _, bug = mode.partition("+")
+        sharding = "fsdp" if parallel == "fsdp" else "replicated"
+        parallel = "jit" if parallel == "fsdp" else parallel
         workdir = os.path.join(out_dir, f"{arch}-{mode}")
         with _mutation(bug):
-            fit(dataclasses.replace(base, parallel=parallel, workdir=workdir))
+            fit(dataclasses.replace(base, parallel=parallel, sharding=sharding, workdir=workdir))
         root = os.path.join(workdir, "checkpoints", "latest", "1", "state")
         state = read_state(root)
         nets = {"generator", "discriminator"} & set(state) or {None}

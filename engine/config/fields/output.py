@@ -51,6 +51,15 @@ class Output:
         choices=("jit", "pmap", "none"),
         evaluation=True,
     )
+    sharding: str = setting(
+        "replicated",
+        "how --parallel=jit lays out parameters and optimizer state over the devices: "
+        "replicated (a whole copy on each) or fsdp (each large leaf split over the devices "
+        "along one dimension, ZeRO-3 style; XLA gathers it for each layer)",
+        group="devices",
+        choices=("replicated", "fsdp"),
+        evaluation=True,
+    )
     coordinator_address: str = setting(
         "",
         "HOST:PORT of process 0 for multi-process runs (Cloud TPU: automatic)",

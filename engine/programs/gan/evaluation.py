@@ -149,10 +149,13 @@ class SampleGrid(Callback):
         self._sample = jax.jit(sample)
 
     def on_epoch_end(self, epoch, record, state):
-        """Draws this epoch's grid (main process only: the state is replicated)."""
+        """Draws this epoch's grid (main process only).
+
+        Every process reads the generator: reading an fsdp-split state is a collective.
+        """
+        sub = self.fit.plan.read({k: state["generator"][k] for k in ("params", "batch_stats")})
         if not self.fit.plan.is_main:
             return
-        sub = self.fit.plan.read({k: state["generator"][k] for k in ("params", "batch_stats")})
         images = np.asarray(self._sample(sub, self.noise))
         folder = paths.join(self.fit.workdir, SAMPLES_DIR)
         paths.make_dirs(folder)
