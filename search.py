@@ -5,7 +5,9 @@ or on several machines sharing the study dir to work on one study together):
   python search.py --study_dir=runs/search --trials=30 --epochs=20 \
       --space='lr=loguniform(1e-4,1e-1); weight_decay=loguniform(1e-6,1e-2); \
       dropout=uniform(0,0.5); batch_size=choice(32,64,128); arch=choice(mlp,lenet)'
-Every other flag is a run.py flag: the settings every trial shares.
+Every other flag is a run.py flag: the settings every trial shares. On several machines: the
+same command on each, with --storage=postgresql+psycopg://USER@HOST:5432/DB (a database server)
+and a --study_dir every machine reaches (e.g. gs://bucket/search); docs/model-selection.md.
 """
 
 from __future__ import annotations
@@ -16,14 +18,27 @@ import optuna
 from absl import flags, logging
 
 import run
-from engine import paths
 from engine.config import ConfigError
 from engine.config import cli as settings_cli
 from engine.workflows import setup, study
 
-flags.DEFINE_string("study_dir", "", "the study's directory: study.db, trial-N, the report")
+flags.DEFINE_string(
+    "study_dir", "", "the study's directory: trial-N, the report (and study.db, by default)"
+)
+# Checked where the storage opens (study_storage.open_storage): a bad URL, a missing driver or
+# an unreachable server is one line there.
+flags.DEFINE_string(
+    "storage",
+    "",
+    "the study's database, a SQLAlchemy URL for machines to share, e.g. "
+    "postgresql+psycopg://USER@HOST:5432/DB (pip install -e '.[postgres]'); "
+    "empty: SQLite in --study_dir, which must then be local",
+)
 flags.DEFINE_integer(
-    "trials", 100, "the study's total: every process stops once this many trials have finished"
+    "trials",
+    100,
+    "the study's total: processes start trials until this many are finished or running, "
+    "then wait for the running ones",
 )
 flags.DEFINE_string(
     "space",
@@ -52,11 +67,6 @@ def main(argv) -> int:
     try:
         if not FLAGS.study_dir:
             raise ConfigError("--study_dir=DIR is required (the study lives there)")
-        if paths.is_remote(FLAGS.study_dir):  # optuna's SQLite storage is a local file
-            raise ConfigError(
-                f"--study_dir={FLAGS.study_dir} is remote; the study's SQLite file needs a local "
-                "or shared (NFS) folder"
-            )
         # The trials' shared settings, checked once here; each trial resolves its own run.
         _, base = setup.configure(settings_cli.config_from_flags())
         params = study.parse_space(FLAGS.space)
@@ -69,6 +79,7 @@ def main(argv) -> int:
             sampler=FLAGS.sampler,
             seed=seed,
             prune=FLAGS.prune,
+            storage=FLAGS.storage,
         )
     except (ConfigError, FileNotFoundError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)

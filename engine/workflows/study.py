@@ -1,32 +1,36 @@
 """Hyperparameter search with optuna: a search space, one normal run per trial, the report.
 
-The study lives in `STUDY_DIR/study.db` (optuna's SQLite storage with heartbeats), so several
-processes share one study and a killed search resumes: a trial whose process died is failed
-once its heartbeat is stale and retried with the same parameters in the same `trial-N`
-workdir, which then resumes from its checkpoint. `search.py` is the command line.
+The study lives in a database shared by every process working on it: by default
+`STUDY_DIR/study.db` (SQLite), or a server's (`--storage`, `study_storage.py`), with heartbeats,
+so a killed search resumes: a trial whose process died is failed once its heartbeat is stale
+and retried with the same parameters in the same `trial-N` workdir, which then resumes from its
+checkpoint. The trials' workdirs and the report go to the study folder, local or remote
+(`engine.paths`). `search.py` is the command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
+import time
 import warnings
 
 import optuna
 
+from engine import paths
 from engine.config import CONFIG_FILE, Config, ConfigError, declared, load_json, recipes
 from engine.runtime import report
 from engine.runtime.callbacks import Callback, monitored
 from engine.workflows.fit import fit
 from engine.workflows.setup import prepare
+from engine.workflows.study_storage import claim_once, open_storage, process_name
 
 # The heartbeat and retry of dead workers' trials are "experimental" in optuna 5; they are
 # what lets a killed search resume, so their warnings would only be noise to users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-DB, BEST_CONFIG, STUDY_NAME = "study.db", "best_config.json", "search"
+BEST_CONFIG, STUDY_NAME = "best_config.json", "search"
 SAMPLERS = ("random", "tpe", "grid")
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 # Settings a trial may not vary: where it runs and what it does.
@@ -111,17 +115,8 @@ def make_sampler(name: str, params: list[Param], seed: int | None):
     raise ConfigError(f"--sampler={name!r} is not valid; choose one of: {', '.join(SAMPLERS)}")
 
 
-def open_study(study_dir: str, *, maximize: bool, sampler, prune: bool) -> optuna.Study:
-    """Creates or loads the study in `study_dir/study.db` (shared by every process)."""
-    os.makedirs(study_dir, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{os.path.abspath(os.path.join(study_dir, DB))}",
-        heartbeat_interval=5,
-        grace_period=20,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=3
-        ),
-    )
+def open_study(storage, *, maximize: bool, sampler, prune: bool) -> optuna.Study:
+    """Creates or loads the study in `storage` (`study_storage.open_storage`; every process)."""
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if prune else None
     return optuna.create_study(
         study_name=STUDY_NAME,
@@ -151,7 +146,7 @@ def trial_dir(study_dir: str, trial: optuna.Trial) -> str:
     """`trial-N`; a retried trial (its process died) reuses the first one's dir to resume."""
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     first = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    return os.path.join(study_dir, f"trial-{trial.number if first is None else first}")
+    return paths.join(study_dir, f"trial-{trial.number if first is None else first}")
 
 
 def objective_value(results: dict, metric: str) -> float:
@@ -177,7 +172,7 @@ def trial_table(study: optuna.Study) -> list[str]:
 def plot_params(study: optuna.Study, params: list[Param], study_dir: str) -> list[str]:
     """One PNG per searched parameter: the objective of each completed trial against it."""
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    paths = []
+    drawn = []
     for p in params:
         pairs = sorted(
             ((t.params[p.name], t.value) for t in done if p.name in t.params),
@@ -185,7 +180,7 @@ def plot_params(study: optuna.Study, params: list[Param], study_dir: str) -> lis
         )
         if not pairs:
             continue
-        path = os.path.join(study_dir, f"objective_vs_{p.name}.png")
+        path = paths.join(study_dir, f"objective_vs_{p.name}.png")
         xs = [str(x) if p.kind == "choice" else x for x, _ in pairs]
         report.plot_xy(
             path,
@@ -195,8 +190,8 @@ def plot_params(study: optuna.Study, params: list[Param], study_dir: str) -> lis
             ylabel="objective",
             logx=p.kind == "loguniform",
         )
-        paths.append(path)
-    return paths
+        drawn.append(path)
+    return drawn
 
 
 def best_config(trained: Config, base: Config) -> dict:
@@ -210,6 +205,37 @@ def best_config(trained: Config, base: Config) -> dict:
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+RUNNING = optuna.trial.TrialState.RUNNING
+WAIT_S = 2  # how often a process with nothing to start looks at the study again
+
+
+def work_on(study: optuna.Study, objective, trials: int, say) -> None:
+    """Runs trials one at a time until the study has `trials` finished and none running.
+
+    Before each trial it counts the trials running in any process, so that processes sharing
+    the study stop at `trials` (optuna's MaxTrialsCallback counts finished trials only: each
+    process would start one more while another's last trial runs). A process with nothing left
+    to start waits for the running ones instead of leaving: a trial whose process died is
+    failed once its heartbeat is stale and retried (`fail_stale_trials`), and a waiting process
+    runs the retry; the last to see the study complete writes the report.
+    """
+    waiting = False
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        finished, running = sum(s in FINISHED for s in states), states.count(RUNNING)
+        sampler = study.sampler
+        exhausted = isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+        if (finished >= trials or exhausted) and not running:
+            return
+        if finished + running >= trials or exhausted:
+            if not waiting:
+                say(f"waiting for {running} trial(s) running in other processes")
+            waiting = True
+            time.sleep(WAIT_S)
+            continue
+        waiting = False
+        study.optimize(objective, n_trials=1, catch=(ConfigError,))
 
 
 def run_search(
@@ -221,6 +247,7 @@ def run_search(
     sampler: str = "random",
     seed: int | None = None,
     prune: bool = False,
+    storage: str = "",
     say=print,
 ) -> dict:
     """Works on the study until it has `trials` finished trials, then reports it.
@@ -228,20 +255,23 @@ def run_search(
     Each trial is `engine.fit` of `base` with the sampled settings in
     `study_dir/trial-N`, judged by its best validation value of the monitored metric (or the
     CV mean with `cv_folds`), never by the test split: trials do not test. At the end the
-    best trial's checkpoint is tested once.
+    best trial's checkpoint is tested once. `storage` is the study's database URL (empty:
+    SQLite in `study_dir`).
 
     Returns:
-      `{"best_trial", "best_value", "best_params", "finished", "test", "monitor"}` (also
-      written to `study_dir/search.json`; the best settings to `best_config.json`).
+      `{"best_trial", "best_value", "best_params", "finished", "monitor"}`, and from the one
+      process that writes the report `"test"` and the files (also in `study_dir/search.json`;
+      the best settings in `best_config.json`); from the others `"reported_by"`.
     """
     if prune and base.cv_folds:
         raise ConfigError("--prune reports epochs of one run; it does not combine with --cv_folds")
     if trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
-    setup = prepare(dataclasses.replace(base, workdir=os.path.join(study_dir, "check")))
+    database = open_storage(study_dir, storage)
+    setup = prepare(dataclasses.replace(base, workdir=paths.join(study_dir, "check")))
     monitor, metric = setup.monitor, setup.monitor.partition("_")[2]
     study = open_study(
-        study_dir,
+        database,
         maximize=setup.higher_is_better,
         sampler=make_sampler(sampler, params, seed),
         prune=prune,
@@ -263,42 +293,56 @@ def run_search(
         trial.set_user_attr("workdir", workdir)
         return objective_value(results, metric)
 
-    def finished() -> int:
-        return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-    if finished() < trials:
-        study.optimize(
-            objective,
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)],
-            catch=(ConfigError,),
-        )
-    return report_study(study, base, params, study_dir, monitor, say)
+    try:
+        work_on(study, objective, trials, say)
+        report_at = {"study_dir": study_dir, "monitor": monitor, "trials": trials, "say": say}
+        return report_once(study, database, base, params, **report_at)
+    finally:
+        database.engine.dispose()  # its connections: a server counts them against a limit
 
 
-def report_study(study, base: Config, params: list[Param], study_dir: str, monitor: str, say):
-    """Prints the trial table, writes the best config and plots, tests the best trial once."""
+def report_once(study, database, base: Config, params, *, study_dir, monitor, trials, say) -> dict:
+    """The trial table, and the report from the one process that claims it in `database`."""
     say(*trial_table(study), sep="\n")
+    summary = {
+        "best_trial": study.best_trial.number,
+        "best_value": study.best_value,
+        "best_params": study.best_params,
+        "monitor": monitor,
+        "finished": len(study.get_trials(deepcopy=False, states=FINISHED)),
+    }
+    # Every process working on the study gets here once it is complete; the report (the files
+    # and the best trial's one test) is written by the first to claim it in the database, so
+    # exactly once per study and total of trials, however many processes or machines share it.
+    # The claim is made by a process that saw no trial running, so the report covers them all.
+    writer = claim_once(database, STUDY_NAME, f"report_for_{trials}_trials", process_name())
+    if writer is not None:
+        say(f"the report ({BEST_CONFIG}, search.json) was written by {writer}")
+        return {**summary, "reported_by": writer}
+    return report_study(study, base, params, study_dir, summary, say)
+
+
+def report_study(study, base: Config, params: list[Param], study_dir: str, summary: dict, say):
+    """Writes the best config and plots, tests the best trial once, writes `search.json`."""
     best = study.best_trial
     workdir = best.user_attrs["workdir"]
-    trained = Config.from_dict(load_json(os.path.join(workdir, CONFIG_FILE)))
+    trained = Config.from_dict(load_json(paths.join(workdir, CONFIG_FILE)))
     report.write_json(study_dir, BEST_CONFIG, best_config(trained, base))
     plots = plot_params(study, params, study_dir)
-    say(f"best: trial {best.number}, {monitor} {best.value:.4f}; testing it once:")
+    say(f"best: trial {best.number}, {summary['monitor']} {best.value:.4f}; testing it once:")
     if trained.cv_folds:
         tested = fit(dataclasses.replace(trained, cv_refit=True, final_test=True))
         test = tested["refit"]["test"]
     else:
         test = fit(dataclasses.replace(trained, mode="eval"))["test"]
     summary = {
-        "best_trial": best.number,
-        "best_value": best.value,
-        "best_params": best.params,
-        "monitor": monitor,
-        "finished": len(study.get_trials(deepcopy=False, states=FINISHED)),
+        **summary,
         "test": test,
-        "best_config": os.path.join(study_dir, BEST_CONFIG),
+        "best_config": paths.join(study_dir, BEST_CONFIG),
         "plots": plots,
+        "reported_by": process_name(),
     }
     report.write_json(study_dir, "search.json", summary)
-    say(f"best configuration: {summary['best_config']} (python run.py --config=...)")
+    say(f"report written by {summary['reported_by']}; best configuration: "
+        f"{summary['best_config']} (python run.py --config=...)")  # fmt: skip
     return summary
