@@ -23,7 +23,15 @@ from engine.workflows.build import loss_task
 
 
 def engine_epoch_fn(
-    arch: str, options: dict, x: np.ndarray, y: np.ndarray, batch: int, mode: str
+    arch: str,
+    options: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch: int,
+    mode: str,
+    *,
+    sharding: str = "replicated",
+    optimizer: str = "adam",
 ) -> Callable[[], dict]:
     """Returns `epoch() -> metrics` training `arch` on (x, y) (10 classes) in parallel `mode`.
 
@@ -32,10 +40,17 @@ def engine_epoch_fn(
       x: inputs (N, H, W, C) images or (N, D) tables; y: (N,) int labels in [0, 10).
       batch: global batch size.
       mode: "none", "jit" or "pmap".
+      sharding: the state's layout under jit (`--sharding`).
+      optimizer: `--optimizer`.
+
+    The function's `state()` returns the current placed state.
     """
     info = DatasetInfo("bench", CLASSIFICATION, x.shape[1:], num_classes=10)
-    config = Config(arch=arch, batch_size=batch, epochs=1000, progress=False, parallel=mode)
-    plan = parallel.make_plan(mode)
+    config = Config(
+        arch=arch, batch_size=batch, epochs=1000, progress=False, parallel=mode,
+        sharding=sharding, optimizer=optimizer,
+    )  # fmt: skip
+    plan = parallel.make_plan(mode, sharding)
     spec = architectures.spec(arch)
     model = architectures.get(arch, num_classes=10, bn_axis_name=plan.axis_name, **options)
     size = max(x.shape[1], spec.min_image_size) if x.ndim == 4 else 0
@@ -66,4 +81,5 @@ def engine_epoch_fn(
         box["epoch"] += 1
         return program.summarize(sums)
 
+    epoch.state = lambda: box["state"]
     return epoch

@@ -83,7 +83,9 @@ def _random_images(n: int, size: int, classes: int, seed: int = 0):
     return x, rng.integers(0, classes, size=n).astype(np.int32)
 
 
-def build(name: str, dtype: str, batch: int, mode: str, augment: str) -> dict:
+def build(
+    name: str, dtype: str, batch: int, mode: str, augment: str, sharding: str = "replicated"
+) -> dict:
     """The engine's compiled ResNet train step for one grid point, with its state and batches.
 
     Args:
@@ -92,6 +94,7 @@ def build(name: str, dtype: str, batch: int, mode: str, augment: str) -> dict:
         batch: global batch size.
         mode: the engine's `--parallel` (jit or none).
         augment: the engine's `--augment` (none or standard), applied inside the step.
+        sharding: the engine's `--sharding` (replicated or fsdp; jit only).
 
     Returns:
         A dict with the plan, program, wrapped step, host state, metric zeros, device batches
@@ -111,9 +114,10 @@ def build(name: str, dtype: str, batch: int, mode: str, augment: str) -> dict:
         epochs=90,
         augment=augment,
         parallel=mode,
+        sharding=sharding,
         progress=False,
     )
-    plan = parallel.make_plan(mode)
+    plan = parallel.make_plan(mode, sharding)
     spec = architectures.spec("resnet")
     model = architectures.get(
         "resnet", num_classes=classes, **model_options(config, spec, plan.axis_name)
@@ -171,7 +175,7 @@ def _run(compiled, state, totals, batches, n: int):
 def measure(name: str, dtype: str, batch: int, args, peak, pipeline: bool) -> dict:
     """Compiles, warms up and times one grid point; with `pipeline`, also the loader check."""
     start = time.perf_counter()
-    parts = build(name, dtype, batch, args.parallel, args.augment)
+    parts = build(name, dtype, batch, args.parallel, args.augment, args.sharding)
     plan, program = parts["plan"], parts["program"]
     state = plan.place_state(parts["host"])
     totals = plan.place_state(parts["zeros"])
@@ -330,6 +334,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="timed steps per point")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps after compiling")
     parser.add_argument("--parallel", choices=["jit", "none"], default="jit")
+    parser.add_argument("--sharding", choices=["replicated", "fsdp"], default="replicated")
     parser.add_argument("--augment", choices=["none", "standard"], default="none")
     parser.add_argument("--peak_tflops", type=_csv(float), default=None, help="BF16[,FLOAT32]")
     parser.add_argument("--pipeline", choices=["on", "off"], default="on")

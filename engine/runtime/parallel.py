@@ -288,10 +288,17 @@ class _StateJit:
         self._make = make
         self._jitted = None if replicated is None else make(replicated)
 
-    def __call__(self, state, *args):
+    def _for(self, state) -> Callable:
         if self._jitted is None:
             self._jitted = self._make(jax.tree.map(lambda a: a.sharding, state))
-        return self._jitted(state, *args)
+        return self._jitted
+
+    def __call__(self, state, *args):
+        return self._for(state)(state, *args)
+
+    def lower(self, state, *args):
+        """`jax.jit(...).lower` at this state's layout (ahead-of-time compiles, benchmarks)."""
+        return self._for(state).lower(state, *args)
 
     def _cache_size(self) -> int:
         return 0 if self._jitted is None else self._jitted._cache_size()

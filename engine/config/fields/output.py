@@ -62,7 +62,7 @@ class Output:
     )
     coordinator_address: str = setting(
         "",
-        "HOST:PORT of process 0 for multi-process runs (Cloud TPU: automatic)",
+        "HOST:PORT of process 0 for multi-process runs (Cloud TPU, SLURM srun: automatic)",
         group="devices",
         evaluation=True,
     )
