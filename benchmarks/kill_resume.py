@@ -57,15 +57,19 @@ def _entries(workdir: str) -> set[str]:
     return found
 
 
-def run_to_end(workdir: str, data_dir: str) -> None:
+def run_to_end(workdir: str, data_dir: str, flags: tuple[str, ...] = FLAGS) -> None:
     """Runs the command once, uninterrupted (or to the end of an interrupted run)."""
-    done = subprocess.run(command(workdir, data_dir), capture_output=True, text=True, env=_env())
+    done = subprocess.run(
+        command(workdir, data_dir, flags=flags), capture_output=True, text=True, env=_env()
+    )
     if done.returncode != 0:
         raise RuntimeError(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
-def killed_run(workdir: str, data_dir: str, kills: int, rng: random.Random) -> list[str]:
-    """Starts the run, SIGKILLs it `kills` times at random moments, then lets it finish.
+def killed_run(
+    workdir: str, data_dir: str, kills: int, rng: random.Random, flags: tuple[str, ...] = FLAGS
+) -> list[str]:
+    """Starts the run (`flags`), SIGKILLs it `kills` times at random moments, then lets it finish.
 
     Returns:
       One line per kill saying when it landed (during a save or not).
@@ -73,7 +77,7 @@ def killed_run(workdir: str, data_dir: str, kills: int, rng: random.Random) -> l
     log = []
     while len(log) < kills:
         before = _entries(workdir)
-        proc = subprocess.Popen(command(workdir, data_dir), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(command(workdir, data_dir, flags=flags), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
         during_save = len(log) % 2 == 1
         # Wait until this run committed something new (it is training), or a save is underway.
@@ -95,7 +99,7 @@ def killed_run(workdir: str, data_dir: str, kills: int, rng: random.Random) -> l
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         log.append(f"kill {len(log) + 1}: {'during a save' if saving else 'between saves'}")
-    run_to_end(workdir, data_dir)
+    run_to_end(workdir, data_dir, flags)
     return log
 
 

@@ -284,7 +284,9 @@ def make(
 
     def init(rng, batch):
         del batch
-        return state_lib.create(model, tx, rng=rng, sample_input=sample, norm=norm)
+        return state_lib.create(
+            model, tx, rng=rng, sample_input=sample, norm=norm, ema=cfg.ema_decay > 0
+        )
 
     def eval_step(state, batch, totals):
         out = steps.outputs(model, cfg, state, batch["inputs"])

@@ -30,6 +30,11 @@ class TrainState:
       frozen: variables a step reads but never updates and the optimizer never sees (a frozen
         model's `params`, `batch_stats` and `norm` beside the trained one); empty for most
         runs. They live in the state so that they are placed, sharded and checkpointed with it.
+      ema: the exponential moving average of the trained variables (`--ema_decay`):
+        `{"params": ..., "batch_stats": ...}`, debiased (`steps.ema_update`); an empty dict
+        when the average is off, so the state's leaves, and old checkpoints, are unchanged.
+        Its path holds a key named `params`, so `--sharding=fsdp` splits the averaged
+        parameters as it splits the trained ones (`parallel.fsdp_spec`).
     """
 
     step: jax.Array
@@ -39,6 +44,7 @@ class TrainState:
     rng: jax.Array
     norm: dict
     frozen: Any = flax.struct.field(default_factory=dict)
+    ema: Any = flax.struct.field(default_factory=dict)
 
 
 def create(
@@ -49,6 +55,7 @@ def create(
     sample_input: np.ndarray,
     norm: dict[str, np.ndarray],
     frozen: Any = None,
+    ema: bool = False,
 ) -> TrainState:
     """Initialises parameters and optimizer state for `model` from the key `rng`.
 
@@ -60,6 +67,8 @@ def create(
       sample_input: an input batch `(B, ...)` of the shape the model sees (after resizing).
       norm: normalisation constants, each a float32 array.
       frozen: variables kept fixed beside the model (`TrainState.frozen`), or None.
+      ema: keep a moving average of the parameters and BatchNorm statistics
+        (`TrainState.ema`), started as a copy of them.
 
     Returns:
       A TrainState on the default device.
@@ -67,14 +76,18 @@ def create(
     init_key, rng = jax.random.split(rng)
     variables = _init_variables(model, {"params": init_key, "dropout": init_key}, sample_input)
     params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    # Copies, not the same arrays: a donated state must not hold one buffer twice.
+    average = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=batch_stats,
         opt_state=jax.jit(tx.init)(params),
         rng=rng,
         norm={k: jnp.asarray(v, jnp.float32) for k, v in norm.items()},
         frozen={} if frozen is None else frozen,
+        ema=average if ema else {},
     )
 
 

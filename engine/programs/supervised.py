@@ -107,7 +107,10 @@ def make(
 
     def init(rng, batch):
         del batch  # the model is initialised at its own input shape (after resizing)
-        return state_lib.create(model, tx, rng=rng, sample_input=sample, norm=norm, frozen=frozen)
+        return state_lib.create(
+            model, tx, rng=rng, sample_input=sample, norm=norm, frozen=frozen,
+            ema=cfg.ema_decay > 0,
+        )  # fmt: skip
 
     def infer(state, inputs):
         out = steps.outputs(model, cfg, state, inputs).astype(jnp.float32)

@@ -138,6 +138,8 @@ def step_config(config: Config, info, spec, model, size: int):
         augment=augment_fn,
         aux_weight=config.aux_weight,
         on_nan=config.on_nan,
+        ema_decay=config.ema_decay,
+        ema_eval=config.ema_eval == "on",
         # The registry resolves a zoo family's default; any other module is asked.
         has_batchnorm=False
         if model is None

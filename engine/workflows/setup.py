@@ -20,7 +20,7 @@ import architectures
 import losses
 from engine import paths, programs
 from engine.config import CONFIG_FILE, Config, ConfigError, checks, for_workdir, load_json, recipes
-from engine.programs import ProgramSpec, Run
+from engine.programs import ProgramSpec, Run, steps
 from engine.runtime import checkpoint, compile_cache, launch, parallel
 from engine.runtime.callbacks import registry as callback_registry
 from engine.runtime.program import Program
@@ -237,7 +237,10 @@ def restore(
         restored, meta = ckpt.restore(abstract, which=which)
     finally:
         ckpt.close()
-    return Trained(setup, setup.plan.from_global(restored), meta["epoch"], which)
+    # The model the run evaluated and selected: with --ema_decay (and --ema_eval=on) the
+    # average's variables, so predict, export, a teacher and --init_from all read that one.
+    state = steps.evaluated(setup.plan.from_global(restored), setup.run.step_config.ema_eval)
+    return Trained(setup, state, meta["epoch"], which)
 
 
 def trained_run(data_dir: str) -> Callable[[str], Trained]:

@@ -16,6 +16,8 @@ import sys
 import jax
 import numpy as np
 
+COMPARED = ("params", "batch_stats", "ema")  # of each net's state (a missing one is left out)
+
 
 class _IgnoresMask:
     """A model whose BatchNorm layers never see the padding mask (the bug before issue 16)."""
@@ -75,6 +77,8 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
     options = {"mlp": dict(hidden_sizes=(32,), dropout=0.0), "resnet": dict(depth=18, width=0.25)}
     # BatchNorm's cross-device statistics and padding mask, at an MLP's compile time.
     options["mlp-bn"] = dict(options["mlp"], arch="mlp", batchnorm="on")
+    # The same with a moving average of its parameters and statistics (compared too).
+    options["mlp-bn-ema"] = dict(options["mlp-bn"], ema_decay=0.9)
     # An MLP embedding, its triplets mined over the global batch (all-gathered under pmap).
     options["triplet"] = dict(options["mlp"], arch="mlp", loss="triplet_margin")
     if arch == "distill":
@@ -119,7 +123,7 @@ def main(out_dir: str, data_dir: str, arch: str, *modes: str) -> None:
         state = read_state(root)
         nets = {"generator", "discriminator"} & set(state) or {None}
         compared = {
-            net: {k: (state[net] if net else state)[k] for k in ("params", "batch_stats")}
+            net: {k: v for k, v in (state[net] if net else state).items() if k in COMPARED}
             for net in nets
         }
         flat = {

@@ -117,6 +117,23 @@ class Training:
         choices=("stop", "skip"),
         model=True,  # skip wraps the optimizer in optax.apply_if_finite: another state tree
     )
+    ema_decay: float = setting(
+        0.0,
+        "keep an exponential moving average of the parameters and BatchNorm statistics with "
+        "this decay (debiased; e.g. 0.999), used for validation, selection, test and predict "
+        "(--ema_eval); 0: off",
+        group="optimisation",
+        check=(lambda v: 0 <= v < 1, "must be in [0, 1) (0: off)"),
+        resume=toggle,  # on or off is another state tree; another decay resumes
+    )
+    ema_eval: str = setting(
+        "on",
+        "--ema_decay: evaluate (validate, select, test, predict) with the moving average (on) "
+        "or with the trained parameters (off); both are kept",
+        group="optimisation",
+        choices=("on", "off"),
+        evaluation=True,
+    )
     plateau_factor: float = setting(
         0.1,
         "--schedule=plateau: multiply the rate by this on each plateau",

@@ -324,6 +324,9 @@ def make(config: Config, run, axis_name: str | None) -> Program:
             f"--image_size={size} does not suit dcgan (4 to 7 pixels times a power of 2); "
             f"use {dcgan.SIZES}"
         )
+    if config.ema_decay > 0:
+        # Not built yet: the generator's average needs its own sub-state and a measurement.
+        raise ConfigError("--ema_decay is not available for --program=gan yet; leave it at 0")
     judge, frozen, notes = None, {}, []
     if config.judge:
         judge, frozen, note = load_judge(config.judge, run.trained, dataset=config.dataset)
