@@ -159,7 +159,7 @@ def test_ten_random_sigkills_with_the_average_end_bit_identical(data_dir, tmp_pa
 def test_jit_pmap_and_fsdp_on_four_devices_match_one_device_with_the_average(tmp_path, data_dir):
     runs = _train_modes("mlp-bn-ema", ("none", "jit", "pmap", "fsdp"), tmp_path, data_dir)
     single = runs["none"]
-    assert any(k.startswith("['ema']['batch_stats']") for k in single), list(single)
+    assert any("['ema']['batch_stats']" in k for k in single), list(single)
     for mode in ("jit", "pmap", "fsdp"):
         for key in single:
             np.testing.assert_allclose(runs[mode][key], single[key], **TOLERANCES["mlp-bn"],
