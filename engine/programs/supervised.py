@@ -158,6 +158,12 @@ def parts(config: Config, run: registry.Run) -> Parts:
         f"{config.arch}: {params:,} parameters; optimizer {config.optimizer}, "
         f"effective lr {optim.effective_lr(settings):.4g}, schedule {config.schedule}",
     )
+    if config.ema_decay > 0:
+        used = "evaluated with it" if config.ema_eval == "on" else "kept; --ema_eval=off"
+        notes += (
+            f"moving average of the parameters and BatchNorm statistics: decay "
+            f"{config.ema_decay:g}, debiased; {used}",
+        )
     steps_per_epoch = len(run.train_loader)
     common = dict(
         input_shape=run.input_shape,
