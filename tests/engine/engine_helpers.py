@@ -6,6 +6,23 @@ import os
 
 from engine.config import Config
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def device_env(devices: int, environ=None) -> dict:
+    """An environment for a subprocess on `devices` simulated CPU devices (`environ`'s rest)."""
+    env = dict(os.environ if environ is None else environ)
+    env.update(
+        # XLA:CPU aborts a collective whose simulated devices do not all arrive within 40 s;
+        # on a loaded 2-core machine (parallel test workers) that happened, so wait longer.
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+        "--xla_cpu_collective_call_terminate_timeout_seconds=900",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([ROOT, HERE]),
+    )
+    return env
+
 
 def fast_config(data_dir: str, workdir: str, **overrides) -> Config:
     """A config that trains in seconds on digits: small MLP, few epochs, no progress bar."""

@@ -42,13 +42,23 @@ class Server:
         self.folder = tempfile.mkdtemp(prefix="jaxtrain-pg-")
         self.data, self.port = os.path.join(self.folder, "data"), free_port()
         self.as_user: dict = {}
+        self.bin = binaries()
         if os.geteuid() == 0:  # postgres will not run as root
             nobody = pwd.getpwnam("nobody")
             os.chown(self.folder, nobody.pw_uid, nobody.pw_gid)
             self.as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+            # `nobody` may not reach the wheel's own copy: a virtual environment under /root or
+            # a `mktemp -d` folder (mode 700, as .ci/run makes) is closed to other users. The
+            # programs find their libraries relative to themselves (RPATH
+            # $ORIGIN/../../../pgserver.libs), so a copy of both folders, laid out as in
+            # site-packages, runs from the server's folder (34 MB).
+            package = self.bin.parent.parent  # site-packages/pgserver
+            for name in ("pgserver.libs", "pgserver/pginstall"):
+                shutil.copytree(package.parent / name, os.path.join(self.folder, name))
+            self.bin = Path(self.folder) / "pgserver" / "pginstall" / "bin"
 
     def _run(self, program: str, *args: str) -> None:
-        subprocess.run([str(binaries() / program), *args], check=True, capture_output=True,
+        subprocess.run([str(self.bin / program), *args], check=True, capture_output=True,
                        cwd=self.folder, timeout=60, **self.as_user)  # fmt: skip
 
     def start(self) -> Server:

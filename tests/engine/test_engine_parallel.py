@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from engine_helpers import read_state
+from engine_helpers import device_env, read_state
 
 from engine.workflows.build import loss_task
 
@@ -22,16 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env.update(
-        # XLA:CPU aborts a collective whose simulated devices do not all arrive within 40 s;
-        # on a loaded 2-core machine (parallel test workers) that happened, so wait longer.
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-        "--xla_cpu_collective_call_terminate_timeout_seconds=900",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([ROOT, HERE]),
-    )
-    return env
+    return device_env(devices)
 
 
 def _load(path):

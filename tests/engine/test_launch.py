@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 from absl import flags
-from engine_helpers import read_state
+from engine_helpers import device_env, read_state
 
 from engine.config import ConfigError
 from engine.config import cli as settings_cli
@@ -256,15 +256,7 @@ CLUSTER_VARS = re.compile(r"SLURM_|JOB_COMPLETION_INDEX|KUBERNETES_|JAX_COORDINA
 
 def _env(devices: int) -> dict:
     """This session's environment without any cluster's variables, on `devices` CPU devices."""
-    env = {k: v for k, v in os.environ.items() if not CLUSTER_VARS.match(k)}
-    env.update(
-        # As in test_engine_parallel.py: a loaded 2-core machine may keep a collective waiting.
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-        "--xla_cpu_collective_call_terminate_timeout_seconds=900",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([ROOT, HERE]),
-    )
-    return env
+    return device_env(devices, {k: v for k, v in os.environ.items() if not CLUSTER_VARS.match(k)})
 
 
 def _free_port(candidates) -> int:
