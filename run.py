@@ -9,6 +9,7 @@ Examples:
   python run.py --dataset=diabetes --arch=mlp --loss=huber
   python run.py --mode=eval --workdir=runs/digits-mlp-cross_entropy
   python run.py --mode=predict --workdir=runs/digits-mlp-cross_entropy --inputs=npy:x.npy
+  python run.py --mode=export --workdir=runs/digits-mlp-cross_entropy --output=served/
   python run.py --config=runs/digits-mlp-cross_entropy/config.json --epochs=50
 """
 
@@ -26,7 +27,7 @@ from absl import flags, logging
 from engine.config import ConfigError
 from engine.config import cli as settings_cli
 from engine.runtime.callbacks.guards import Diverged
-from engine.workflows import diagnose, predict, setup
+from engine.workflows import diagnose, export, predict, setup
 from engine.workflows.fit import fit
 
 settings_cli.define()
@@ -34,7 +35,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv) -> int:
-    """Parses flags, validates, and hands over to engine.fit (or the predictions writer)."""
+    """Parses flags, validates, and hands over to engine.fit (or predict, export, doctor)."""
     if len(argv) > 1:
         print(
             f"error: unexpected arguments {argv[1:]}; flags look like --name=value", file=sys.stderr
@@ -49,6 +50,8 @@ def main(argv) -> int:
             print("\n".join(diagnose.post_hoc(workdirs)))
         elif config.mode == "predict":
             predict.write_predictions(config)
+        elif config.mode == "export":
+            export.write_export(config)
         else:
             return fit(config).get("exit_code", 0)
     except ConfigError as e:

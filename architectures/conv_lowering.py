@@ -178,7 +178,7 @@ def conv_general_dilated(
     Same signature and result as `lax.conv_general_dilated` (pass it as flax `nn.Conv`'s
     `conv_general_dilated`). The matmul form covers plain 2-D NHWC/HWIO convolutions (no
     dilation, one group) on the CPU backend; anything else, and every other backend, uses
-    XLA's convolution.
+    XLA's convolution, as does a symbolic shape.
     """
     xla = functools.partial(
         lax.conv_general_dilated,
@@ -195,6 +195,9 @@ def conv_general_dilated(
     undilated = all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
     applies = (
         jax.default_backend() == "cpu"
+        # A symbolic batch (`jax.export`, engine/workflows/export.py) cannot pick a form by
+        # size, and an artifact for serving is better off with XLA's portable convolution.
+        and all(isinstance(d, int) for d in lhs.shape)
         and undilated
         and feature_group_count == 1
         and batch_group_count == 1

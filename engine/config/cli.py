@@ -98,7 +98,7 @@ def explicit_values(values: flags.FlagValues = flags.FLAGS) -> dict:
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
     """The run's Config: defaults or a saved file, with the flags given on top.
 
-    The saved file is `--config`'s, or for eval and predict the trained workdir's.
+    The saved file is `--config`'s, or for eval, predict and export the trained workdir's.
     """
     explicit = explicit_values(values)
     if values[CONFIG_FLAG].value:
@@ -109,7 +109,7 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
         given = sorted((set(saved) | set(explicit)) - {"given", "auto"})
         return dataclasses.replace(base, **explicit, given=tuple(given))
     mode = explicit.get("mode", Config.mode)
-    if mode in ("eval", "predict"):
+    if mode in ("eval", "predict", "export"):
         workdir = explicit.get("workdir") or Config(**explicit).resolved_workdir()
         path = paths.join(workdir, CONFIG_FILE)
         if not paths.exists(path):

@@ -4,6 +4,7 @@
     predictor.predict(images)        # class ids (or values in the target's units)
     predictor.outputs(images)        # logits / raw outputs
     predictor.evaluate("test")       # the split's metrics, as results.json has them
+    predictor.export("served/")      # a StableHLO (or ONNX) artifact for serving (export.py)
 
 The workdir's `config.json` says how the model was built and trained, and the checkpoint holds
 the normalisation constants, so no flag needs repeating and every preprocessing step of the
@@ -27,6 +28,7 @@ from engine.config import Config, ConfigError, checks
 from engine.data import folder
 from engine.data.source import DatasetInfo
 from engine.runtime import loop
+from engine.workflows import export as export_lib
 from engine.workflows.setup import Trained, restore
 
 PREDICTIONS_FILE = "predictions.csv"
@@ -92,6 +94,16 @@ class Predictor(Trained):
     def outputs(self, inputs: np.ndarray) -> np.ndarray:
         """The model's raw outputs (logits for classification), (N, outputs)."""
         return self.infer(inputs)["outputs"]
+
+    def export(self, output: str, format: str = "stablehlo") -> str:
+        """Writes the inference, preprocessing inside, to the new or empty folder `output`.
+
+        `format`: "stablehlo" or "onnx"; see `engine.workflows.export.export`.
+
+        Returns:
+          The artifact's path (`export.json` beside it describes it).
+        """
+        return export_lib.export(self, output, format)
 
     def examples(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         """The raw inputs and targets of `split` (train, val or test), in split order."""

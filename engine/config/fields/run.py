@@ -1,4 +1,4 @@
-"""The settings of what to do and where: mode, program, workdir, seed, plugins, predict's files."""
+"""The settings of what to do and where: mode, program, workdir, seed, plugins, files in and out."""
 
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ class Run:
 
     mode: str = setting(
         "train",
-        "what to do: eval tests the best checkpoint; eval and predict take the training "
-        "settings from the workdir's config.json; doctor diagnoses trained workdirs from their "
-        "files (--workdir=W1,W2 compares several)",
-        choices=("train", "eval", "predict", "doctor"),
+        "what to do: eval tests the best checkpoint; eval, predict and export take the "
+        "training settings from the workdir's config.json; export writes the workdir's "
+        "inference for serving (--format, --output); doctor diagnoses trained workdirs from "
+        "their files (--workdir=W1,W2 compares several)",
+        choices=("train", "eval", "predict", "export", "doctor"),
         evaluation=True,
     )
     program: str = setting(
@@ -73,6 +74,14 @@ class Run:
     )
     output: str = setting(
         "",
-        "--mode=predict: the CSV to write (default WORKDIR/predictions.csv)",
+        "--mode=predict: the CSV to write (default WORKDIR/predictions.csv); --mode=export: "
+        "the folder to write, new or empty (default WORKDIR/export)",
+        evaluation=True,
+    )
+    format: str = setting(
+        "stablehlo",
+        "--mode=export: stablehlo (jax.export, loaded with jax and numpy alone) or onnx "
+        "(jax2onnx, checked with onnxruntime; pip install -e '.[export]')",
+        choices=("stablehlo", "onnx"),
         evaluation=True,
     )
