@@ -31,6 +31,7 @@ ARTIFACTS = {"stablehlo": "model.stablehlo", "onnx": "model.onnx"}
 METADATA_FILE = "export.json"
 DEFAULT_FOLDER = "export"
 CHECK_ROWS = 8  # test rows run through the written artifact, compared with the JAX function
+CHECK_TOLERANCE = 1e-4  # of the outputs' scale: float32 summation order stays far below it
 EXTRA_HINT = "pip install -e '.[export]'"
 
 
@@ -86,6 +87,12 @@ def export(trained: Trained, output: str, format: str = "stablehlo") -> str:
     else:
         data, got = _onnx(converter, fn, shape, sample, expected)
     diff = max(float(np.max(np.abs(got[k] - expected[k]), initial=0.0)) for k in expected)
+    worst = max(_relative(got[k], expected[k]) for k in expected if expected[k].dtype.kind == "f")
+    if not worst <= CHECK_TOLERANCE:  # a converter that computes something else: keep nothing
+        raise ConfigError(
+            f"the {format} artifact's outputs differ from the model's by {worst:.3g} of their "
+            f"scale on {len(sample)} test rows (allowed {CHECK_TOLERANCE:g}); nothing written"
+        )
     paths.make_dirs(output)
     artifact = paths.join(output, ARTIFACTS[format])
     paths.write_bytes(artifact, data)
@@ -94,6 +101,12 @@ def export(trained: Trained, output: str, format: str = "stablehlo") -> str:
         paths.join(output, METADATA_FILE), json.dumps(meta, indent=2, allow_nan=False) + "\n"
     )
     return artifact
+
+
+def _relative(got: np.ndarray, expected: np.ndarray) -> float:
+    """The largest difference as a fraction of the expected values' scale (at least 1)."""
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    return float(np.max(np.abs(np.asarray(got, np.float64) - expected), initial=0.0)) / scale
 
 
 def _check_output(output: str) -> None:

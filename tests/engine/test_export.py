@@ -1,6 +1,5 @@
 """--mode=export: a StableHLO artifact served by a loader that imports jax and numpy only."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 from engine_helpers import fast_config
 
 import engine
-from engine.config import ConfigError
+from engine.config import Config, ConfigError
 from engine.workflows import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,12 +61,13 @@ def serve(folder: str, inputs: np.ndarray, tmp_path) -> dict[str, np.ndarray]:
         return dict(f)
 
 
-def check_served(predictor, folder: str, tmp_path) -> float:
+def check_served(predictor, folder: str, tmp_path, rtol: float = 1e-6) -> float:
     """Asserts the served outputs equal `Predictor.infer`'s; returns the largest difference.
 
-    The outputs (logits, values, embeddings) within 1e-6 of their scale: a float32 sum in
-    another order (another batch size, XLA's convolution) differs by a few units in the last
-    place, 1.9e-6 at 16.
+    The outputs (logits, values, embeddings) within `rtol` of their scale (the largest, at
+    least 1): a float32 sum in another order (another batch size, XLA's convolution where
+    `Predictor` has the CPU matmul forms) differs by a few units in the last place, 1.9e-6 at
+    16. Probabilities within 1e-6, classes equal.
     """
     inputs = predictor.examples("test")[0][:100]
     served = serve(folder, inputs, tmp_path)
@@ -77,7 +77,7 @@ def check_served(predictor, folder: str, tmp_path) -> float:
         got = {k: served[f"{k}_{n}"] for k in expected}
         scale = max(1.0, float(np.max(np.abs(expected["outputs"]))))
         diff = float(np.max(np.abs(got["outputs"] - expected["outputs"])))
-        assert diff <= 1e-6 * scale, (n, diff, scale)
+        assert diff <= rtol * scale, (n, diff, scale)
         worst = max(worst, diff / scale)
         if "confidence" in expected:  # a classifier: the same classes and probabilities
             np.testing.assert_array_equal(got["prediction"], expected["prediction"])
@@ -86,7 +86,8 @@ def check_served(predictor, folder: str, tmp_path) -> float:
             np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-6)
             np.testing.assert_allclose(probabilities.max(-1), expected["confidence"], atol=1e-6)
         else:
-            np.testing.assert_allclose(got["prediction"], expected["prediction"], atol=1e-6 * scale)
+            top = max(1.0, float(np.max(np.abs(expected["prediction"]))))  # in target units
+            np.testing.assert_allclose(got["prediction"], expected["prediction"], atol=rtol * top)
     return worst
 
 
@@ -118,6 +119,19 @@ def test_lenet_stablehlo_served_without_the_project_equals_predictor(lenet, tmp_
     assert meta["outputs"]["probabilities"] == {"shape": ["b", 10], "dtype": "float32"}
     assert meta["check"]["max_abs_diff"] < 1e-4
     check_served(predictor, folder, tmp_path)
+
+
+def test_an_artifact_that_computes_something_else_is_not_kept(lenet, tmp_path, monkeypatch):
+    stablehlo = export._stablehlo
+
+    def off_by_one(*args):
+        data, outputs = stablehlo(*args)
+        return data, {**outputs, "outputs": outputs["outputs"] + 1.0}
+
+    monkeypatch.setattr(export, "_stablehlo", off_by_one)
+    with pytest.raises(ConfigError, match="artifact's outputs differ from the model's by"):
+        engine.load(lenet).export(str(tmp_path / "served"))
+    assert not (tmp_path / "served").exists()
 
 
 def test_export_cli_writes_a_folder_and_refuses_to_write_over_one(mlp, data_dir, tmp_path):
@@ -185,7 +199,10 @@ def test_every_zoo_network_exports_to_stablehlo(arch, data_dir, tmp_path):
     engine.fit(fast_config(data_dir, workdir, arch=arch, epochs=1, **ZOO[arch]))
     predictor = engine.load(workdir)
     predictor.export(str(tmp_path / "served"))
-    check_served(predictor, str(tmp_path / "served"), tmp_path)
+    # 2e-6: through 8 to 22 layers the order of float32 sums differs more (measured largest
+    # differences, logits within 1: VGG-11 1.07e-6, NiN 1.01e-6, AlexNet 2.8e-7).
+    worst = check_served(predictor, str(tmp_path / "served"), tmp_path, rtol=2e-6)
+    print(f"{arch}: largest difference {worst:.3g} of the outputs' scale")
 
 
 @pytest.mark.slow
@@ -206,8 +223,8 @@ def test_the_metric_learning_and_distilled_students_export(data_dir, tmp_path):
 @pytest.mark.slow
 def test_the_gan_is_refused_in_one_line(data_dir, tmp_path):
     workdir = str(tmp_path / "gan")
-    config = fast_config(data_dir, workdir, program="gan", width=0.25, epochs=1, batch_size=32)
-    engine.fit(dataclasses.replace(config, test_fraction=0.8))
+    gan = dict(program="gan", width=0.25, epochs=1, batch_size=32, test_fraction=0.8)
+    engine.fit(Config(data_dir=data_dir, workdir=workdir, progress=False, parallel="none", **gan))
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "run.py"), "--mode=export", f"--workdir={workdir}",
          f"--data_dir={data_dir}", f"--output={tmp_path / 'served'}"],
