@@ -6,7 +6,8 @@ checkpoint (the EMA run selects and tests with the average). The EMA run's check
 tested with its trained parameters (`engine.load(..., ema_eval="off")`), the same epoch without
 the average. Prints each seed, then a Markdown table of test accuracy, mean ± sd over the seeds.
 
-Usage: python benchmarks/ema.py [--arch=resnet] [--decay=0.999] [--seeds=3] [--epochs=0]
+Usage: python benchmarks/ema.py [--arch=resnet] [--decay=0.999] [--seeds=3] [--first_seed=0]
+    [--epochs=0]
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def main() -> int:
     parser.add_argument("--arch", default="resnet")
     parser.add_argument("--decay", type=float, default=0.999)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds first_seed, ...")
     parser.add_argument("--epochs", type=int, default=0, help="0: the run's automatic epochs")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             runs.append(one_seed(args, seed, tmp))
             cells = ", ".join(f"{arm} {acc:.4f}" for arm, (acc, _) in runs[-1].items())
             print(f"seed {seed}: test accuracy {cells}", flush=True)
