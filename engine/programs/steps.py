@@ -333,7 +333,8 @@ def evaluated(state, ema_eval: bool = True):
     """The state evaluation reads: with the moving average's variables when there is one.
 
     The average's parameters and BatchNorm statistics take the trained ones' places when the
-    state keeps an average and `ema_eval`; any other state (a GAN's) is returned as it is.
+    state keeps an average and `ema_eval`; any other state (a program's own dict of nets) is
+    returned as it is.
     """
     if not ema_eval or not isinstance(state, TrainState) or not state.ema:
         return state

@@ -39,13 +39,13 @@ def inference_function(trained: Trained):
     """The trained run's inference as `f(raw_inputs) -> dict of arrays`, state folded in.
 
     Raises:
-      ConfigError: the program has no inference function (the GAN's), naming it.
+      ConfigError: the program has no inference function (`Program.infer` is None), naming it.
     """
     infer = trained.setup.program.infer
     if infer is None:
         raise ConfigError(
-            f"the {trained.config.program} program has no inference function (a GAN's "
-            "generator and discriminator are not a predictor); nothing to export"
+            f"the {trained.config.program} program has no inference function (its nets do "
+            "not map an input to a prediction); nothing to export"
         )
     state = trained.state
 
