@@ -23,6 +23,7 @@ from engine.config import CONFIG_FILE, Config, ConfigError, checks, for_workdir,
 from engine.programs import ProgramSpec, Run, steps
 from engine.runtime import checkpoint, compile_cache, launch, parallel
 from engine.runtime.callbacks import registry as callback_registry
+from engine.runtime.callbacks import trackers
 from engine.runtime.program import Program
 from engine.workflows import build, finetune
 
@@ -96,6 +97,8 @@ def configure(
             f"{', '.join(callback_registry.names()) or 'none'}); register it in a --plugins "
             "module with engine.runtime.callbacks.registry.register"
         )
+    if config.mode == "train":  # only training tracks
+        trackers.check_installed(config.tracker)
     return spec, config
 
 

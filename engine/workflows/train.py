@@ -9,6 +9,7 @@ resume) that the saved state fits this configuration.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 
 import jax
@@ -20,12 +21,12 @@ from engine.data.source import CLASSIFICATION
 from engine.programs import optim
 from engine.runtime import callbacks as cb
 from engine.runtime import checkpoint, lock, loop, parallel, report
-from engine.runtime.callbacks import guards, midepoch
+from engine.runtime.callbacks import guards, midepoch, trackers
 from engine.runtime.callbacks import logs as loggers
 from engine.runtime.callbacks import registry as callback_registry
 from engine.runtime.callbacks.profiler import Profiler
 from engine.runtime.callbacks.sanity import OverfitCheck
-from engine.workflows import diagnose, finetune, per_class
+from engine.workflows import diagnose, export, finetune, per_class
 from engine.workflows.setup import Setup, check_workdir, prepare
 
 
@@ -61,7 +62,7 @@ def default_callbacks(
         found.append(plateau_feed(config, setup.plan))
     if config.overfit_batches:
         found.append(OverfitCheck(config.overfit_batches))
-    found += [*diagnoses, loggers.TensorBoardLog(workdir, is_main)]
+    found += [*diagnoses, *tracker_callbacks(config, workdir, is_main)]
     if config.stop_after_epoch:
         found.append(cb.StopAtEpoch(config.stop_after_epoch))
     found += [
@@ -85,6 +86,27 @@ def default_callbacks(
     if window is not None:
         found.append(Profiler(workdir, *window, is_main))
     return ckpt, found
+
+
+# The files a tracker keeps of a run at its end, when the workdir has them.
+TRACKED_FILES = (
+    report.CURVES_FILE,
+    per_class.CONFUSION_FILE,
+    per_class.MISTAKES_FILE,
+    report.RESULTS_FILE,
+    *export.ARTIFACTS.values(),
+    export.METADATA_FILE,
+)
+
+
+def tracker_callbacks(config: Config, workdir: str, is_main: bool) -> list[cb.Callback]:
+    """`--tracker`'s callbacks: TensorBoard's writer, MLflow's and W&B's runs (process 0)."""
+    found: list[cb.Callback] = []
+    if "tensorboard" in config.tracker:
+        found.append(loggers.TensorBoardLog(workdir, is_main))
+    if is_main:
+        found += trackers.make(config.tracker, workdir, TRACKED_FILES, config.mlflow_uri)
+    return found
 
 
 def plateau_feed(config: Config, plan: parallel.Plan) -> cb.PlateauFeed:
@@ -235,6 +257,8 @@ def _train(setup: Setup, held, callbacks, host_state, abstract, sample, saved_co
         return results
     finally:
         ckpt.close()
+        # After results.json, so that it is among the artifacts; failed: an exception is out.
+        trackers.finish(found, failed=sys.exc_info()[0] is not None)
 
 
 # Schedules whose rates depend on the planned number of epochs (the others are constant).

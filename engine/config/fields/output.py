@@ -32,6 +32,20 @@ def parse_window(spec: str) -> tuple[int, int] | None:
     return first, last
 
 
+# The experiment trackers `--tracker` may name (engine.runtime.callbacks.trackers, logs).
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+def _tracker_check(names: tuple[str, ...]) -> str | None:
+    unknown = [name for name in names if name not in TRACKERS]
+    if unknown:
+        return (
+            f"--tracker={','.join(unknown)} is not a tracker; choose among: "
+            f"{', '.join(TRACKERS)} (comma-separated; empty: none)"
+        )
+    return None
+
+
 def _window_check(spec: str) -> str | None:
     try:
         parse_window(spec)
@@ -108,6 +122,20 @@ class Output:
         (),
         "comma-separated names of registered callbacks to add to the run (a --plugins module "
         "registers them: engine.runtime.callbacks.registry.register)",
+        group="output",
+    )
+    tracker: tuple[str, ...] = setting(
+        ("tensorboard",),
+        "comma-separated experiment trackers, each logging the settings, every epoch's metrics "
+        "and the workdir's artifacts: tensorboard (WORKDIR/tensorboard), mlflow, wandb (the "
+        "last two are pip extras: jaxtrain[mlflow], jaxtrain[wandb]); empty: none",
+        group="output",
+        check=_tracker_check,
+    )
+    mlflow_uri: str = setting(
+        "",
+        "--tracker=mlflow's tracking URI (a server's http://HOST:PORT, a database); empty: a "
+        "sqlite store in the workdir (sqlite:///WORKDIR/mlflow.db)",
         group="output",
     )
     summary: bool = setting(False, "print the model summary and exit", group="output")

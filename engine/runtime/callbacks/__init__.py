@@ -3,9 +3,10 @@
 `base` (the `Callback` interface), `selection` (best tracking, early stopping, plateaus, a
 pause), `checkpointing` (epoch-end checkpoints), `midepoch` (saves inside an epoch, SIGTERM),
 `guards` (the NaN guard), `logs` (metrics.jsonl, the printed lines, curves, TensorBoard,
-speed, the progress bar), `profiler` (`--profile`), `sanity` (`--overfit_batches`); `registry`
-holds the ones a command line adds by name (`--callbacks`). The doctor's
-callbacks are the doctor's (`engine.doctor`); a program's own come with it (`Program.callbacks`).
+speed, the progress bar), `trackers` (MLflow and W&B runs, `--tracker`), `profiler`
+(`--profile`), `sanity` (`--overfit_batches`); `registry` holds the ones a command line adds by
+name (`--callbacks`). The doctor's callbacks are the doctor's (`engine.doctor`); a program's
+own come with it (`Program.callbacks`).
 """
 
 from engine.runtime.callbacks.base import Callback, monitored
