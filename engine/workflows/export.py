@@ -14,7 +14,6 @@ docs/export/load_stablehlo.py) and `onnx` (`jax2onnx`, checked with `onnxruntime
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from engine import paths
 from engine.config import Config, ConfigError
+from engine.runtime import report
 from engine.workflows.setup import Trained, restore
 
 FORMATS = ("stablehlo", "onnx")
@@ -97,9 +97,7 @@ def export(trained: Trained, output: str, format: str = "stablehlo") -> str:
     artifact = paths.join(output, ARTIFACTS[format])
     paths.write_bytes(artifact, data)
     meta = _metadata(trained, format, shape, expected, diff)
-    paths.write_text(
-        paths.join(output, METADATA_FILE), json.dumps(meta, indent=2, allow_nan=False) + "\n"
-    )
+    report.write_json(output, METADATA_FILE, meta)
     return artifact
 
 

@@ -121,7 +121,7 @@ class Tracker(Callback):
     def _remember(self) -> None:
         state = read_state(self.workdir)
         state[self.kind] = {"run_id": self.run_id, "epoch": self.logged}
-        paths.write_text(paths.join(self.workdir, STATE_FILE), json.dumps(state, indent=1))
+        report.write_json(self.workdir, STATE_FILE, state)  # strict JSON, written atomically
 
     def finish(self, failed: bool) -> None:
         """Logs the workdir's artifacts and ends the run (called after `results.json`)."""
